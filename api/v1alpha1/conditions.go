@@ -1,0 +1,42 @@
+package v1alpha1
+
+// Condition types. They follow kstatus: Ready is the summary; Reconciling
+// and Stalled are abnormal-true and present only while true.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+)
+
+// Condition reasons. They are part of the API: never rename one.
+const (
+	// ReasonJobCreated: the import Job exists and no pod runs yet.
+	ReasonJobCreated = "JobCreated"
+	// ReasonImporting: an importer pod is running.
+	ReasonImporting = "Importing"
+	// ReasonSucceeded: the image is stored.
+	ReasonSucceeded = "Succeeded"
+	// ReasonInvalidInput: the task input lacks what an import needs.
+	ReasonInvalidInput = "InvalidInput"
+	// ReasonImportFailed: the importer refused the source or failed permanently.
+	ReasonImportFailed = "ImportFailed"
+	// ReasonBackoffLimitExceeded: transient failures used up the retries.
+	ReasonBackoffLimitExceeded = "BackoffLimitExceeded"
+	// ReasonDeadlineExceeded: the import ran past activeDeadlineSeconds.
+	ReasonDeadlineExceeded = "DeadlineExceeded"
+	// ReasonJobDeleted: the import Job was deleted before it finished.
+	ReasonJobDeleted = "JobDeleted"
+	// ReasonJobConflict: a Job with the task's Job name exists and is not the task's.
+	ReasonJobConflict = "JobConflict"
+)
+
+// Well-known labels and annotations.
+const (
+	// LabelTaskName is set on the Job and its pods: the owning task's name.
+	LabelTaskName = "tasks.imageimport.io/task-name"
+	// LabelTaskUID is set on the Job and its pods: the owning task's UID.
+	LabelTaskUID = "tasks.imageimport.io/task-uid"
+	// AnnotationExpiryPolicy overrides spec.expiryPolicy; the Glance shim
+	// sets it to Delete on the tasks it creates, as Glance expires tasks.
+	AnnotationExpiryPolicy = "tasks.imageimport.io/expiry-policy"
+)

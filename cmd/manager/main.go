@@ -1,0 +1,150 @@
+// Command manager runs the ImageImportTask controller.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/controllers"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(tasksv1.AddToScheme(scheme))
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func main() {
+	var (
+		metricsAddr, probeAddr     string
+		metricsSecure, leaderElect bool
+		importer                   controllers.ImporterConfig
+		pullPolicy                 string
+		cpuRequest, cpuLimit       string
+		memoryRequest, memoryLimit string
+		scratchSize                string
+		importerArgs               stringList
+		taskTTL                    time.Duration
+		maxConcurrentReconciles    int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS, to callers that Kubernetes authenticates and authorizes.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas reconciles.")
+	flag.StringVar(&importer.Image, "importer-image", "localhost/imageimport/importer:dev", "Image of the importer that import Jobs run.")
+	flag.StringVar(&pullPolicy, "importer-pull-policy", string(corev1.PullIfNotPresent), "Pull policy of the importer image: Always, IfNotPresent or Never.")
+	flag.StringVar(&importer.StoreClaimName, "store-claim", "image-store", "PersistentVolumeClaim, in each task's namespace, that holds the image store.")
+	flag.StringVar(&cpuRequest, "importer-cpu-request", "250m", "CPU request of an importer pod.")
+	flag.StringVar(&cpuLimit, "importer-cpu-limit", "2", "CPU limit of an importer pod.")
+	flag.StringVar(&memoryRequest, "importer-memory-request", "128Mi", "Memory request of an importer pod.")
+	flag.StringVar(&memoryLimit, "importer-memory-limit", "1Gi", "Memory limit of an importer pod, qemu-img included.")
+	flag.StringVar(&scratchSize, "importer-scratch-size", "50Gi", "Size limit of an importer pod's scratch space for conversions.")
+	flag.Var(&importerArgs, "importer-arg", "An argument added to every importer's command line, such as --allowed-hosts=mirror.example.com (repeatable).")
+	flag.DurationVar(&taskTTL, "task-ttl", controllers.DefaultTaskTTL, "Time from a task's completion to its expiresAt.")
+	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Tasks reconciled at once.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	resources, err := importerResources(cpuRequest, cpuLimit, memoryRequest, memoryLimit)
+	if err == nil {
+		importer.ScratchSize, err = resource.ParseQuantity(scratchSize)
+	}
+	if err != nil {
+		log.Error(err, "Invalid importer flags")
+		os.Exit(2)
+	}
+	importer.Resources = resources
+	importer.PullPolicy = corev1.PullPolicy(pullPolicy)
+	importer.Args = importerArgs
+
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: metricsSecure}
+	if metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOpts,
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "image-import-operator.tasks.imageimport.io",
+	})
+	if err != nil {
+		log.Error(err, "Unable to create the manager")
+		os.Exit(1)
+	}
+	reconciler := &controllers.ImageImportTaskReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Recorder:                mgr.GetEventRecorder("image-import-operator"),
+		Clock:                   clock.RealClock{},
+		Metrics:                 controllers.NewMetrics(metrics.Registry, mgr.GetClient()),
+		Importer:                importer,
+		TaskTTL:                 taskTTL,
+		MaxConcurrentReconciles: maxConcurrentReconciles,
+	}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to set up the ImageImportTask controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "Unable to set up the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "Unable to set up the readiness check")
+		os.Exit(1)
+	}
+	log.Info("Starting the manager", "importerImage", importer.Image, "storeClaim", importer.StoreClaimName, "taskTTL", taskTTL)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "The manager stopped")
+		os.Exit(1)
+	}
+}
+
+// importerResources parses the importer's resource flags.
+func importerResources(cpuRequest, cpuLimit, memoryRequest, memoryLimit string) (corev1.ResourceRequirements, error) {
+	flags := map[string]string{
+		"importer-cpu-request": cpuRequest, "importer-cpu-limit": cpuLimit,
+		"importer-memory-request": memoryRequest, "importer-memory-limit": memoryLimit,
+	}
+	q := map[string]resource.Quantity{}
+	for name, value := range flags {
+		v, err := resource.ParseQuantity(value)
+		if err != nil {
+			return corev1.ResourceRequirements{}, fmt.Errorf("--%s=%q: %w", name, value, err)
+		}
+		q[name] = v
+	}
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: q["importer-cpu-request"], corev1.ResourceMemory: q["importer-memory-request"]},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: q["importer-cpu-limit"], corev1.ResourceMemory: q["importer-memory-limit"]},
+	}, nil
+}

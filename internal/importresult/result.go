@@ -1,0 +1,85 @@
+// Package importresult is the contract between the importer and the
+// reconciler: the JSON document the importer writes to its termination
+// message (/dev/termination-log, at most 4096 bytes) when it exits.
+package importresult
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// MaxSize is the kubelet's limit on a termination message.
+const MaxSize = 4096
+
+// Exit codes of the importer. The Job's podFailurePolicy fails the Job at
+// once on ExitPermanent and retries any other non-zero code.
+const (
+	ExitSuccess   = 0
+	ExitTransient = 1
+	ExitPermanent = 2
+)
+
+// Failure reasons: stable, CamelCase, used as metric labels.
+const (
+	ReasonURLRefused       = "URLRefused"
+	ReasonFormatMismatch   = "FormatMismatch"
+	ReasonUnsafeImage      = "UnsafeImage"
+	ReasonChecksumMismatch = "ChecksumMismatch"
+	ReasonSourceError      = "SourceError"  // HTTP 4xx
+	ReasonNetworkError     = "NetworkError" // connection errors, HTTP 5xx
+	ReasonTimeout          = "Timeout"
+	ReasonUnsupported      = "Unsupported"
+	ReasonInternal         = "InternalError"
+)
+
+// Result is what one importer run reports. On success Error is empty; on
+// failure Error is one sentence a user understands and Reason classifies it.
+type Result struct {
+	ImageID          string  `json:"image_id,omitempty"`
+	Size             int64   `json:"size,omitempty"`
+	VirtualSize      int64   `json:"virtual_size,omitempty"`
+	SourceFormat     string  `json:"source_format,omitempty"`
+	DiskFormat       string  `json:"disk_format,omitempty"`
+	Checksum         string  `json:"checksum,omitempty"` // md5 of the stored image, Glance's legacy checksum
+	OSHashAlgo       string  `json:"os_hash_algo,omitempty"`
+	OSHashValue      string  `json:"os_hash_value,omitempty"`
+	SourceSHA256     string  `json:"source_sha256,omitempty"`
+	BytesTransferred int64   `json:"bytes_transferred,omitempty"`
+	DurationSeconds  float64 `json:"duration_seconds,omitempty"`
+
+	Reason string `json:"reason,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Failed reports whether r describes a failure.
+func (r *Result) Failed() bool { return r.Error != "" }
+
+// Parse reads a termination message. It fails on anything that is not a
+// Result, such as the log tail the kubelet substitutes when the importer
+// crashed before writing one.
+func Parse(message string) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal([]byte(message), &r); err != nil {
+		return nil, fmt.Errorf("termination message is not an import result: %w", err)
+	}
+	if r.Error == "" && r.ImageID == "" {
+		return nil, fmt.Errorf("termination message is neither a success nor a failure")
+	}
+	return &r, nil
+}
+
+// Marshal encodes r for a termination message, shortening Error so that
+// the document fits in MaxSize.
+func Marshal(r Result) ([]byte, error) {
+	for {
+		b, err := json.Marshal(r)
+		if err != nil || len(b) <= MaxSize {
+			return b, err
+		}
+		over := len(b) - MaxSize + len("…")
+		if over >= len(r.Error) {
+			return nil, fmt.Errorf("import result does not fit in %d bytes", MaxSize)
+		}
+		r.Error = r.Error[:len(r.Error)-over] + "…"
+	}
+}
