@@ -96,7 +96,7 @@ type TaskInput struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self)",message="input.importFrom must be an absolute URL"
 	// +kubebuilder:validation:XValidation:rule="!isURL(self) || url(self).getScheme() in ['http', 'https']",message="input.importFrom must be an http or https URL"
-	// +kubebuilder:validation:XValidation:rule="!isURL(self) || url(self).getHostname() != ''",message="input.importFrom must name a host"
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || !(url(self).getScheme() in ['http', 'https']) || url(self).getHostname() != ''",message="input.importFrom must name a host"
 	ImportFrom string `json:"importFrom"`
 
 	// importFromFormat is the declared format of the source. The importer

@@ -1,0 +1,309 @@
+package controllers
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+)
+
+func TestJobCreatedWithExpectedSpec(t *testing.T) {
+	g := NewWithT(t)
+	task := sampleTask(newNamespace(t), "cirros")
+	task.Spec.Source.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "mirror-credentials"}
+	task.Spec.Source.Checksums = []tasksv1.Checksum{{Algorithm: "sha256", Value: strings.Repeat("ab", 32)}}
+	createTask(t, task)
+
+	job := waitForJob(t, task)
+	g.Expect(metav1.IsControlledBy(job, task)).To(BeTrue(), "the task must be the Job's controller")
+	g.Expect(job.OwnerReferences[0].BlockOwnerDeletion).To(Equal(ptr.To(true)))
+	g.Expect(job.Spec.BackoffLimit).To(Equal(ptr.To[int32](3)), "backoffLimit defaults to 3")
+	g.Expect(job.Spec.ActiveDeadlineSeconds).To(Equal(ptr.To[int64](3600)))
+	g.Expect(job.Spec.PodFailurePolicy.Rules).To(HaveLen(2))
+	g.Expect(job.Spec.PodFailurePolicy.Rules[1].OnExitCodes.Values).To(Equal([]int32{2}))
+
+	pod := job.Spec.Template.Spec
+	c := pod.Containers[0]
+	g.Expect(c.Image).To(Equal("localhost/imageimport/importer:test"))
+	g.Expect(c.Args).To(ContainElements(
+		"--source=https://images.test/cirros.qcow2", "--source-format=qcow2", "--target-format=raw",
+		"--image-id="+imageID(task), "--credentials-dir="+credentialsMountPath,
+		"--expected-sha256="+strings.Repeat("ab", 32), "--allowed-hosts=images.test"))
+	g.Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
+	g.Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
+	g.Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
+	g.Expect(pod.Volumes).To(ContainElement(HaveField("Name", "credentials")))
+
+	got := waitForStatus(t, task, tasksv1.TaskPending)
+	g.Expect(got.Status.JobName).To(Equal(job.Name))
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Status).To(Equal(metav1.ConditionUnknown))
+	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionReconciling)).To(BeTrue())
+	g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+	g.Eventually(func() []string { return eventReasons(t, task) }, wait).Should(ContainElement("JobCreated"))
+}
+
+func TestSuccessPath(t *testing.T) {
+	g := NewWithT(t)
+	task := createTask(t, sampleTask(newNamespace(t), "ok"))
+	job := waitForJob(t, task)
+
+	startJob(t, job)
+	waitForStatus(t, task, tasksv1.TaskProcessing)
+
+	res := importresult.Result{
+		ImageID: imageID(task), Size: 41126400, VirtualSize: 117440512, SourceFormat: "qcow2", DiskFormat: "raw",
+		Checksum: strings.Repeat("1", 32), OSHashAlgo: "sha512", OSHashValue: strings.Repeat("2", 128),
+	}
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, res), time.Now())
+	completeJob(t, job)
+
+	got := waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(got.Status.Result).To(Equal(&tasksv1.TaskResult{ImageID: imageID(task)}))
+	g.Expect(got.Status.Message).To(BeEmpty())
+	g.Expect(got.Status.Image).To(Equal(&tasksv1.ImageInfo{
+		Size: 41126400, VirtualSize: 117440512, Checksum: res.Checksum, OSHashAlgo: "sha512", OSHashValue: res.OSHashValue,
+		SourceFormat: "qcow2", DiskFormat: "raw", ContainerFormat: "bare",
+		Location: "pvc://" + task.Namespace + "/image-store/" + imageID(task),
+	}))
+	g.Expect(got.Status.ExpiresAt.Sub(got.Status.CompletionTime.Time)).To(Equal(testTTL))
+	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionReady)).To(BeTrue())
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReconciling)).To(BeNil())
+	g.Expect(got.Status.Progress.Phase).To(Equal("Done"))
+	g.Eventually(func() []string { return eventReasons(t, task) }, wait).Should(
+		ContainElements("JobCreated", tasksv1.ReasonImporting, tasksv1.ReasonSucceeded))
+
+	// The default policy retains a finished task past its expiry.
+	time.Sleep(testTTL + time.Second)
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
+}
+
+func TestFailures(t *testing.T) {
+	cases := []struct {
+		name       string
+		jobReason  string
+		pods       []int32 // exit codes of the pods, in order
+		lastResult *importresult.Result
+		lastLog    string // termination message when not a result
+		reason     string
+		message    string
+		attempts   int32
+	}{{
+		name:       "permanent exit code fails at once",
+		jobReason:  batchv1.JobReasonPodFailurePolicy,
+		pods:       []int32{2},
+		lastResult: &importresult.Result{Reason: importresult.ReasonUnsafeImage, Error: "The qcow2 image has a backing file, which is not allowed."},
+		reason:     tasksv1.ReasonImportFailed,
+		message:    "The qcow2 image has a backing file, which is not allowed.",
+		attempts:   1,
+	}, {
+		name:       "transient exit codes retry until the backoff limit",
+		jobReason:  batchv1.JobReasonBackoffLimitExceeded,
+		pods:       []int32{1, 1, 1, 1},
+		lastResult: &importresult.Result{Reason: importresult.ReasonNetworkError, Error: "The source answered HTTP 503 Service Unavailable."},
+		reason:     tasksv1.ReasonBackoffLimitExceeded,
+		message:    "The source answered HTTP 503 Service Unavailable. Gave up after 4 attempts.",
+		attempts:   4,
+	}, {
+		name:      "a crash leaves its log tail",
+		jobReason: batchv1.JobReasonBackoffLimitExceeded,
+		pods:      []int32{137},
+		lastLog:   "runtime: out of memory",
+		reason:    tasksv1.ReasonBackoffLimitExceeded,
+		message:   "The importer failed: exit code 137 (Error): runtime: out of memory. Gave up after 1 attempts.",
+		attempts:  1,
+	}, {
+		name:      "deadline",
+		jobReason: batchv1.JobReasonDeadlineExceeded,
+		reason:    tasksv1.ReasonDeadlineExceeded,
+		message:   "The import did not finish within 3600 seconds.",
+	}}
+	ns := newNamespace(t)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			task := createTask(t, sampleTask(ns, "fail-"+string(rune('a'+i))))
+			job := waitForJob(t, task)
+			startJob(t, job)
+			waitForStatus(t, task, tasksv1.TaskProcessing)
+			start := time.Now()
+			for n, code := range tc.pods {
+				msg := tc.lastLog
+				if tc.lastResult != nil {
+					msg = resultJSON(t, *tc.lastResult)
+				}
+				finishPod(t, job, job.Name+"-"+string(rune('a'+n)), code, msg, start.Add(time.Duration(n)*time.Second))
+			}
+			failJob(t, job, tc.jobReason, int32(len(tc.pods)))
+
+			got := waitForStatus(t, task, tasksv1.TaskFailure)
+			g.Expect(got.Status.Message).To(Equal(tc.message))
+			g.Expect(got.Status.Result).To(BeNil())
+			g.Expect(got.Status.Attempts).To(Equal(tc.attempts))
+			ready := meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Reason).To(Equal(tc.reason))
+			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionStalled)).To(BeTrue())
+			g.Expect(got.Status.ExpiresAt).NotTo(BeNil())
+			g.Eventually(func() []string { return eventReasons(t, task) }, wait).Should(ContainElement(tc.reason))
+		})
+	}
+}
+
+func TestInputGlanceFailsAtRunTime(t *testing.T) {
+	ns := newNamespace(t)
+	for name, mutate := range map[string]func(*tasksv1.ImageImportTask){
+		"Input does not contain 'import_from_format' field": func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImportFromFormat = "" },
+		"Input does not contain 'image_properties' field":   func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImageProperties = nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			task := sampleTask(ns, "")
+			task.GenerateName = "bad-input-"
+			mutate(task)
+			createTask(t, task)
+			got := waitForStatus(t, task, tasksv1.TaskFailure)
+			g.Expect(got.Status.Message).To(Equal(name))
+			g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonInvalidInput))
+			g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty(), "no Job for an input that cannot run")
+		})
+	}
+}
+
+func TestJobDeletedBehindTheControllersBack(t *testing.T) {
+	g := NewWithT(t)
+	task := createTask(t, sampleTask(newNamespace(t), "orphan"))
+	job := waitForJob(t, task)
+	waitForStatus(t, task, tasksv1.TaskPending)
+
+	g.Expect(k8sClient.Delete(context.Background(), job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+
+	got := waitForStatus(t, task, tasksv1.TaskFailure)
+	g.Expect(got.Status.Message).To(Equal("The import Job was deleted before the import finished."))
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonJobDeleted))
+	g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty(), "a cancelled import must not start again")
+}
+
+func TestManagerRestartAndConcurrentManagersKeepOneJob(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	task := createTask(t, sampleTask(ns, "restart"))
+	job := waitForJob(t, task)
+	startJob(t, job)
+	waitForStatus(t, task, tasksv1.TaskProcessing)
+
+	// Restart mid-task; while the first manager is down, a second one runs
+	// alongside (no leader election), so two reconcilers race on every task.
+	managerStop()
+	managerStop = startManager(metricsAddr)
+	defer startManager("0")()
+
+	var burst []*tasksv1.ImageImportTask
+	for i := range 10 {
+		burst = append(burst, createTask(t, sampleTask(ns, "burst-"+string(rune('a'+i)))))
+	}
+	for _, b := range burst {
+		waitForJob(t, b)
+	}
+	g.Consistently(func(g Gomega) {
+		g.Expect(jobsOf(t, task)).To(HaveLen(1))
+		for _, b := range burst {
+			g.Expect(jobsOf(t, b)).To(HaveLen(1), "task %s", b.Name)
+		}
+	}, 3*time.Second).Should(Succeed())
+	g.Expect(jobsOf(t, task)[0].UID).To(Equal(job.UID), "the restarted manager adopted the same Job")
+
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: imageID(task), Size: 1}), time.Now())
+	completeJob(t, job)
+	got := waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(got.Status.Result.ImageID).To(Equal(imageID(task)))
+}
+
+func TestDeletingATaskCancelsItsImport(t *testing.T) {
+	g := NewWithT(t)
+	task := createTask(t, sampleTask(newNamespace(t), "cancel"))
+	job := waitForJob(t, task)
+	// envtest runs no garbage collector; the owner reference is what makes
+	// the Job, and through the Job's own reference its pods, go with the task.
+	ref := metav1.GetControllerOf(job)
+	g.Expect(ref).NotTo(BeNil())
+	g.Expect(ref.UID).To(Equal(task.UID))
+	g.Expect(*ref.BlockOwnerDeletion).To(BeTrue())
+	g.Expect(k8sClient.Delete(context.Background(), task)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), task))
+	}, wait).Should(BeTrue())
+}
+
+func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	plain := sampleTask(ns, "plain")
+	bySpec := sampleTask(ns, "by-spec")
+	bySpec.Spec.ExpiryPolicy = tasksv1.ExpiryPolicyDelete
+	byShim := sampleTask(ns, "by-shim")
+	byShim.Annotations = map[string]string{tasksv1.AnnotationExpiryPolicy: "Delete"}
+	tasks := []*tasksv1.ImageImportTask{plain, bySpec, byShim}
+	for _, task := range tasks {
+		createTask(t, task)
+		job := waitForJob(t, task)
+		finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: imageID(task), Size: 1}), time.Now())
+		completeJob(t, job)
+	}
+	for _, task := range tasks {
+		waitForStatus(t, task, tasksv1.TaskSuccess)
+	}
+	gone := func(task *tasksv1.ImageImportTask) func() bool {
+		return func() bool {
+			err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), &tasksv1.ImageImportTask{})
+			return apierrors.IsNotFound(err)
+		}
+	}
+	g.Eventually(gone(bySpec), wait).Should(BeTrue(), "expiryPolicy: Delete")
+	g.Eventually(gone(byShim), wait).Should(BeTrue(), "the shim's annotation")
+	g.Consistently(gone(plain), 2*time.Second).Should(BeFalse(), "a plain task is never deleted")
+}
+
+func TestMetricsServed(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	ok := createTask(t, sampleTask(ns, "metrics-ok"))
+	job := waitForJob(t, ok)
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: imageID(ok), Size: 1}), time.Now())
+	completeJob(t, job)
+	waitForStatus(t, ok, tasksv1.TaskSuccess)
+	bad := createTask(t, sampleTask(ns, "metrics-bad"))
+	job = waitForJob(t, bad)
+	failure := importresult.Result{Reason: importresult.ReasonChecksumMismatch, Error: "The source's sha256 does not match."}
+	finishPod(t, job, job.Name+"-a", 2, resultJSON(t, failure), time.Now())
+	failJob(t, job, batchv1.JobReasonPodFailurePolicy, 1)
+	waitForStatus(t, bad, tasksv1.TaskFailure)
+
+	g.Eventually(func(g Gomega) {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		g.Expect(string(body)).To(And(
+			MatchRegexp(`imageimport_tasks\{status="success"\} [1-9]`),
+			MatchRegexp(`imageimport_tasks\{status="failure"\} [1-9]`),
+			MatchRegexp(`imageimport_task_duration_seconds_count\{status="success"\} [1-9]`),
+			ContainSubstring(`imageimport_task_failures_total{reason="ChecksumMismatch"} 1`),
+			ContainSubstring(`imageimport_job_retries_total`),
+			ContainSubstring(`controller_runtime_reconcile_total{controller="imageimporttask"`),
+		))
+	}, wait).Should(Succeed())
+}
