@@ -119,4 +119,3 @@ func TestDialerChecksTheResolvedAddress(t *testing.T) {
 		t.Errorf("127.0.0.1, allowed by IP, was refused: %v", err)
 	}
 }
-

@@ -1,0 +1,137 @@
+package diskformat
+
+import (
+	"bytes"
+	"io"
+)
+
+// VHD, as Microsoft's "Virtual Hard Disk Image Format Specification" 1.0
+// describes it: a 512-byte footer at the end (and, for dynamic disks, a
+// copy at the start).
+const (
+	vhdCookie       = "conectix"
+	vhdFooterLen    = 512
+	vhdFixed        = 2
+	vhdDynamic      = 3
+	vhdDifferencing = 4
+)
+
+func probeVHD(r io.ReaderAt, size int64) (Info, bool, error) {
+	footer := make([]byte, vhdFooterLen)
+	atStart := readAt(r, size, 0, footer) && string(footer[:8]) == vhdCookie
+	if !atStart && !(readAt(r, size, size-vhdFooterLen, footer) && string(footer[:8]) == vhdCookie) {
+		return Info{}, false, nil
+	}
+	info := Info{VirtualSize: int64(be.Uint64(footer[48:]))}
+	switch diskType := be.Uint32(footer[60:]); {
+	case info.VirtualSize < 0:
+		return info, true, invalid(VHD, "the virtual size is absurd")
+	case diskType == vhdDifferencing:
+		return info, true, unsafe(VHD, "a differencing disk reads its parent, another file")
+	case diskType == vhdFixed && !atStart:
+		info.Variant = "fixed"
+		if size-vhdFooterLen < info.VirtualSize {
+			return info, true, invalid(VHD, "the fixed disk is shorter than its virtual size (truncated?)")
+		}
+	case diskType == vhdDynamic && atStart:
+		info.Variant = "dynamic"
+		// The dynamic header, at the footer's data offset, must be in the file.
+		if off := be.Uint64(footer[16:]); off > uint64(size) || !readAt(r, size, int64(off), make([]byte, 8)) {
+			return info, true, invalid(VHD, "the dynamic disk header lies outside the file (truncated?)")
+		}
+	default:
+		return info, true, invalid(VHD, "disk type %d does not match where the footer is", diskType)
+	}
+	return info, true, nil
+}
+
+// VHDX, as Microsoft's [MS-VHDX] describes it.
+const (
+	vhdxSignature      = "vhdxfile"
+	vhdxRegionTable    = 192 << 10
+	vhdxMaxRegions     = 2047
+	vhdxMaxMetaEntries = 2047
+)
+
+// GUIDs in their on-disk (mixed-endian) byte order.
+var (
+	vhdxMetadataRegion = guid(0x8B7CA206, 0x4790, 0x4B9A, [8]byte{0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E})
+	vhdxVirtualSize    = guid(0x2FA54224, 0xCD1B, 0x4876, [8]byte{0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8})
+	vhdxParentLocator  = guid(0xA8D35F2D, 0xB30B, 0x454D, [8]byte{0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C})
+)
+
+func guid(a uint32, b, c uint16, d [8]byte) []byte {
+	g := make([]byte, 16)
+	le.PutUint32(g, a)
+	le.PutUint16(g[4:], b)
+	le.PutUint16(g[6:], c)
+	copy(g[8:], d[:])
+	return g
+}
+
+func probeVHDX(r io.ReaderAt, size int64) (Info, bool, error) {
+	sig := make([]byte, 8)
+	if !readAt(r, size, 0, sig) || string(sig) != vhdxSignature {
+		return Info{}, false, nil
+	}
+	metaOffset, metaLen, err := vhdxMetadataLocation(r, size)
+	if err != nil {
+		return Info{}, true, err
+	}
+	head := make([]byte, 32)
+	if !readAt(r, size, metaOffset, head) || string(head[:8]) != "metadata" {
+		return Info{}, true, invalid(VHDX, "the metadata table is missing (truncated?)")
+	}
+	count := int(le.Uint16(head[10:]))
+	if count > vhdxMaxMetaEntries || int64(32+count*32) > metaLen {
+		return Info{}, true, invalid(VHDX, "the metadata table has %d entries", count)
+	}
+	entries := make([]byte, count*32)
+	if !readAt(r, size, metaOffset+32, entries) {
+		return Info{}, true, invalid(VHDX, "the metadata table is truncated")
+	}
+	info := Info{VirtualSize: -1}
+	for e := entries; len(e) >= 32; e = e[32:] {
+		id, off, length := e[:16], int64(le.Uint32(e[16:])), int64(le.Uint32(e[20:]))
+		switch {
+		case bytes.Equal(id, vhdxParentLocator):
+			return info, true, unsafe(VHDX, "a differencing disk reads its parent, another file")
+		case bytes.Equal(id, vhdxVirtualSize):
+			v := make([]byte, 8)
+			if length < 8 || off+8 > metaLen || !readAt(r, size, metaOffset+off, v) {
+				return info, true, invalid(VHDX, "the virtual size lies outside the metadata region")
+			}
+			info.VirtualSize = int64(le.Uint64(v))
+		}
+	}
+	if info.VirtualSize < 0 {
+		return info, true, invalid(VHDX, "the virtual size is missing or absurd")
+	}
+	return info, true, nil
+}
+
+// vhdxMetadataLocation finds the metadata region in the region table.
+func vhdxMetadataLocation(r io.ReaderAt, size int64) (int64, int64, error) {
+	head := make([]byte, 16)
+	if !readAt(r, size, vhdxRegionTable, head) || string(head[:4]) != "regi" {
+		return 0, 0, invalid(VHDX, "the region table is missing (truncated?)")
+	}
+	count := le.Uint32(head[8:])
+	if count > vhdxMaxRegions {
+		return 0, 0, invalid(VHDX, "the region table has %d entries", count)
+	}
+	entries := make([]byte, count*32)
+	if !readAt(r, size, vhdxRegionTable+16, entries) {
+		return 0, 0, invalid(VHDX, "the region table is truncated")
+	}
+	for e := entries; len(e) >= 32; e = e[32:] {
+		if bytes.Equal(e[:16], vhdxMetadataRegion) {
+			off, length := le.Uint64(e[16:]), uint64(le.Uint32(e[24:]))
+			if off+length < off || off+length > uint64(size) {
+				return 0, 0, invalid(VHDX, "the metadata region lies outside the file (truncated?)")
+			}
+			return int64(off), int64(length), nil
+		}
+	}
+	return 0, 0, invalid(VHDX, "the metadata region is missing")
+}
