@@ -123,4 +123,6 @@ func TestSpecUpdateIsRefused(t *testing.T) {
 
 func input(spec map[string]any) map[string]any { return spec["input"].(map[string]any) }
 
-func props(spec map[string]any) map[string]any { return input(spec)["imageProperties"].(map[string]any) }
+func props(spec map[string]any) map[string]any {
+	return input(spec)["imageProperties"].(map[string]any)
+}
