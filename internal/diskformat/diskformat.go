@@ -116,20 +116,20 @@ func Inspect(r io.ReaderAt, size int64, opts Options) (Info, error) {
 		for i, f := range found {
 			names[i] = f.Format
 		}
-		return found[0], fmt.Errorf("%w: the file is valid as %s at once", ErrInvalid, strings.Join(names, " and "))
+		return found[0], invalid("", "the file is valid as %s at once", strings.Join(names, " and "))
 	}
 	info := found[0]
 	if firstErr != nil {
 		return info, firstErr
 	}
 	if slices.Contains([]string{GZIP, XZ}, info.Format) {
-		return info, fmt.Errorf("%w: %s-compressed images are not supported; upload the uncompressed image", ErrUnsupported, info.Format)
+		return info, &Error{Kind: ErrUnsupported, Format: info.Format, Reason: "compressed images are not supported; upload the uncompressed image"}
 	}
 	if opts.MaxVirtualSize > 0 && info.VirtualSize > opts.MaxVirtualSize {
-		return info, fmt.Errorf("%w: the virtual size %d bytes is over the limit of %d bytes", ErrUnsafe, info.VirtualSize, opts.MaxVirtualSize)
+		return info, unsafe(info.Format, "the virtual size of %d bytes is over the limit of %d bytes", info.VirtualSize, opts.MaxVirtualSize)
 	}
 	if info.VirtualSize < 0 {
-		return info, fmt.Errorf("%w: negative virtual size", ErrInvalid)
+		return info, invalid(info.Format, "the virtual size is negative")
 	}
 	return info, nil
 }
@@ -159,12 +159,28 @@ var (
 	le = binary.LittleEndian
 )
 
+// Error is a refusal: its Kind is ErrUnsafe, ErrInvalid or ErrUnsupported.
+type Error struct {
+	Kind   error
+	Format string // the format the bytes are, when known
+	Reason string // what is wrong, in words for users
+}
+
+func (e *Error) Error() string {
+	if e.Format == "" {
+		return e.Kind.Error() + ": " + e.Reason
+	}
+	return e.Kind.Error() + ": " + e.Format + ": " + e.Reason
+}
+
+func (e *Error) Unwrap() error { return e.Kind }
+
 func invalid(format string, msg string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalid, format, fmt.Sprintf(msg, args...))
+	return &Error{Kind: ErrInvalid, Format: format, Reason: fmt.Sprintf(msg, args...)}
 }
 
 func unsafe(format string, msg string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrUnsafe, format, fmt.Sprintf(msg, args...))
+	return &Error{Kind: ErrUnsafe, Format: format, Reason: fmt.Sprintf(msg, args...)}
 }
 
 // mulFits multiplies two non-negative numbers, reporting overflow of int64.

@@ -1,0 +1,195 @@
+// Command importer imports one disk image: fetch, inspect, convert, store.
+// It is the program of every import Job, and runs on its own as well.
+//
+// Every flag can also be set through the environment: --source-format is
+// IMPORTER_SOURCE_FORMAT. Exit codes: 0 success, 2 permanent failure, 1
+// transient failure. The JSON result goes to --result-file.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/imageimport/image-import-operator/internal/importer"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("importer", flag.ContinueOnError)
+	var (
+		cfg                               importer.Config
+		resultFile                        string
+		md5sum, sha256sum, sha512sum      string
+		allowedSchemes, disallowedSchemes string
+		allowedHosts, disallowedHosts     string
+		allowedPorts, disallowedPorts     string
+		timeout                           time.Duration
+	)
+	fs.StringVar(&cfg.Source, "source", "", "URL of the image (http or https).")
+	fs.StringVar(&cfg.SourceFormat, "source-format", "", "Declared format of the source: raw, qcow2, vmdk, vhd, vhdx, vdi or iso.")
+	fs.StringVar(&cfg.TargetFormat, "target-format", "", "Format to store the image in.")
+	fs.StringVar(&cfg.Dest, "dest", "", "The image store: the image lands in DEST/IMAGE_ID.")
+	fs.StringVar(&cfg.ScratchDir, "scratch-dir", os.TempDir(), "Where a source to convert is staged.")
+	fs.StringVar(&cfg.ImageID, "image-id", "", "Id, and file name, of the image.")
+	fs.StringVar(&resultFile, "result-file", "/dev/termination-log", "Where the JSON result is written.")
+	fs.StringVar(&md5sum, "expected-md5", "", "Expected md5 of the source.")
+	fs.StringVar(&sha256sum, "expected-sha256", "", "Expected sha256 of the source.")
+	fs.StringVar(&sha512sum, "expected-sha512", "", "Expected sha512 of the source.")
+	fs.StringVar(&cfg.CABundle, "ca-bundle", "", "PEM file of the CAs that verify an https source; the system's when empty.")
+	fs.StringVar(&cfg.CredentialsDir, "credentials-dir", "", "Directory with 'username' and 'password', or 'token', for the source.")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on connecting (TCP and TLS).")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "Fail when the source sends nothing for this long.")
+	fs.DurationVar(&timeout, "timeout", 0, "Bound on the whole import; 0 for none.")
+	fs.StringVar(&allowedSchemes, "allowed-schemes", "http,https", "Glance's allowed_schemes.")
+	fs.StringVar(&disallowedSchemes, "disallowed-schemes", "", "Glance's disallowed_schemes.")
+	fs.StringVar(&allowedHosts, "allowed-hosts", "", "Glance's allowed_hosts: names, IPs or CIDRs.")
+	fs.StringVar(&disallowedHosts, "disallowed-hosts", "", "Glance's disallowed_hosts: names, IPs or CIDRs.")
+	fs.StringVar(&allowedPorts, "allowed-ports", "80,443", "Glance's allowed_ports.")
+	fs.StringVar(&disallowedPorts, "disallowed-ports", "", "Glance's disallowed_ports.")
+	fs.Int64Var(&cfg.MaxImageSize, "max-image-size", 0, "Refuse sources of more bytes; 0 for no limit.")
+	fs.Int64Var(&cfg.MaxVirtualSize, "max-virtual-size", 4<<40, "Refuse images of a larger virtual disk, in bytes.")
+	fs.StringVar(&cfg.QemuImg, "qemu-img", "qemu-img", "The qemu-img binary.")
+	fs.Int64Var(&cfg.QemuMemoryLimit, "qemu-memory-limit", 1<<30, "Address-space limit of qemu-img, in bytes; 0 for none.")
+	fs.DurationVar(&cfg.QemuCPULimit, "qemu-cpu-limit", time.Hour, "CPU-time limit of qemu-img; 0 for none.")
+
+	if err := fs.Parse(args); err != nil {
+		return importresult.ExitPermanent
+	}
+	if err := fromEnvironment(fs); err != nil {
+		return fail(resultFile, &importer.Failure{Reason: importresult.ReasonInternal, Permanent: true, Message: err.Error()})
+	}
+	var err error
+	cfg.Policy, err = policy(allowedSchemes, disallowedSchemes, allowedHosts, disallowedHosts, allowedPorts, disallowedPorts)
+	if err == nil {
+		err = checkRequired(cfg)
+	}
+	if err != nil {
+		return fail(resultFile, &importer.Failure{Reason: importresult.ReasonInternal, Permanent: true, Message: err.Error()})
+	}
+	cfg.ExpectedChecksums = map[string]string{}
+	for alg, v := range map[string]string{"md5": md5sum, "sha256": sha256sum, "sha512": sha512sum} {
+		if v != "" {
+			cfg.ExpectedChecksums[alg] = strings.ToLower(v)
+		}
+	}
+	cfg.Progress = &importer.JSONLines{W: os.Stderr}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	res, err := importer.Run(ctx, cfg)
+	if err != nil {
+		return fail(resultFile, importer.AsFailure(err))
+	}
+	if err := writeResult(resultFile, res); err != nil {
+		fmt.Fprintln(os.Stderr, "writing the result:", err)
+		return importresult.ExitTransient
+	}
+	return importresult.ExitSuccess
+}
+
+// fromEnvironment sets each flag not given on the command line from
+// IMPORTER_<NAME>, if set.
+func fromEnvironment(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "IMPORTER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !given[f.Name] && err == nil {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+var safeImageID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
+
+func checkRequired(cfg importer.Config) error {
+	for name, v := range map[string]string{"--source": cfg.Source, "--source-format": cfg.SourceFormat,
+		"--target-format": cfg.TargetFormat, "--dest": cfg.Dest, "--image-id": cfg.ImageID} {
+		if v == "" {
+			return fmt.Errorf("%s is required", name)
+		}
+	}
+	if !safeImageID.MatchString(cfg.ImageID) {
+		return fmt.Errorf("--image-id %q is not a safe file name", cfg.ImageID)
+	}
+	return nil
+}
+
+func policy(allowedSchemes, disallowedSchemes, allowedHosts, disallowedHosts, allowedPorts, disallowedPorts string) (urlpolicy.Policy, error) {
+	p := urlpolicy.Policy{
+		AllowedSchemes: list(allowedSchemes), DisallowedSchemes: list(disallowedSchemes),
+		AllowedHosts: list(allowedHosts), DisallowedHosts: list(disallowedHosts),
+	}
+	var err error
+	if p.AllowedPorts, err = ports(allowedPorts); err != nil {
+		return p, fmt.Errorf("--allowed-ports: %w", err)
+	}
+	if p.DisallowedPorts, err = ports(disallowedPorts); err != nil {
+		return p, fmt.Errorf("--disallowed-ports: %w", err)
+	}
+	return p, nil
+}
+
+func list(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func ports(s string) ([]int, error) {
+	var out []int
+	for _, x := range list(s) {
+		n, err := strconv.Atoi(x)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a port", x)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func fail(resultFile string, f *importer.Failure) int {
+	if f.Err != nil {
+		fmt.Fprintf(os.Stderr, "import failed: %s (%v)\n", f.Message, f.Err)
+	} else {
+		fmt.Fprintf(os.Stderr, "import failed: %s\n", f.Message)
+	}
+	if err := writeResult(resultFile, importresult.Result{Reason: f.Reason, Error: f.Message}); err != nil {
+		fmt.Fprintln(os.Stderr, "writing the result:", err)
+	}
+	return f.ExitCode()
+}
+
+func writeResult(path string, r importresult.Result) error {
+	b, err := importresult.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}

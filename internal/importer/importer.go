@@ -1,0 +1,239 @@
+// Package importer is the pipeline each import Job runs:
+// fetch -> inspect -> convert -> store.
+//
+// The source streams into a staging file while md5, sha256 and sha512 are
+// computed on the way (one pass). The pure-Go inspector then checks that the
+// bytes are the declared format and safe; qemu-img converts only when the
+// formats differ. A same-format import streams straight into the store's
+// staging file, with no scratch copy. The image appears in the store whole,
+// atomically, or not at all.
+package importer
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/imageimport/image-import-operator/internal/diskformat"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+)
+
+// Config is one import.
+type Config struct {
+	Source       string // http(s) URL
+	SourceFormat string // declared format of the source (Glance import_from_format)
+	TargetFormat string // format to store (Glance disk_format)
+	Dest         string // the image store directory
+	ScratchDir   string // where a source to convert is staged
+	ImageID      string
+
+	ExpectedChecksums map[string]string // md5, sha256 or sha512 -> lower-case hex
+	CABundle          string            // PEM file; system roots when empty
+	CredentialsDir    string            // mounted Secret: username+password, or token
+
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration
+
+	Policy         urlpolicy.Policy
+	MaxImageSize   int64 // bytes of source; 0: no limit
+	MaxVirtualSize int64 // bytes of disk; 0: no limit
+
+	QemuImg         string        // qemu-img binary
+	QemuMemoryLimit int64         // address-space limit of qemu-img, bytes
+	QemuCPULimit    time.Duration // CPU-time limit of qemu-img
+
+	Progress Reporter
+}
+
+// Formats the importer reads and writes.
+var supported = []string{diskformat.Raw, diskformat.Qcow2, diskformat.VMDK, diskformat.VHD, diskformat.VHDX, diskformat.VDI, diskformat.ISO}
+
+// Run imports one image. The error is a *Failure.
+func Run(ctx context.Context, cfg Config) (importresult.Result, error) {
+	start := time.Now()
+	track := startTracker(cfg.Progress)
+	defer track.close()
+	res, err := run(ctx, &cfg, track)
+	if err != nil {
+		return importresult.Result{}, AsFailure(err)
+	}
+	res.DurationSeconds = time.Since(start).Seconds()
+	track.setPhase(PhaseDone, res.Size)
+	return res, nil
+}
+
+func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result, error) {
+	policy, u, err := cfg.validate()
+	if err != nil {
+		return importresult.Result{}, err
+	}
+	fetcher, err := newFetcher(cfg, policy)
+	if err != nil {
+		return importresult.Result{}, err
+	}
+	if err := removeStaleStaging(cfg.Dest, cfg.ImageID); err != nil {
+		return importresult.Result{}, transient(importresult.ReasonInternal, err, "The image store cannot be cleaned: %v.", err)
+	}
+	sameFormat := cfg.SourceFormat == cfg.TargetFormat
+	stageDir := cfg.ScratchDir
+	if sameFormat {
+		stageDir = cfg.Dest // no scratch copy: the download is the image
+	}
+	src, err := createStaging(stageDir, cfg.ImageID)
+	if err != nil {
+		return importresult.Result{}, transient(importresult.ReasonInternal, err, "The image store is not writable: %v.", err)
+	}
+	defer src.discard()
+
+	track.setPhase(PhaseFetching, 0)
+	sums := newDigests()
+	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(sums.writers(), src.File)...)
+	got, fetchErr := fetcher.fetch(ctx, u, sink, track)
+	if err := errors.Join(fetchErr, sink.Close()); err != nil {
+		return importresult.Result{}, err
+	}
+	if err := cfg.verifyChecksums(sums); err != nil {
+		return importresult.Result{}, err
+	}
+
+	track.setPhase(PhaseInspecting, got.size)
+	info, err := cfg.inspect(ctx, src, got.size, cfg.SourceFormat)
+	if err != nil {
+		return importresult.Result{}, err
+	}
+	res := importresult.Result{
+		ImageID:          cfg.ImageID,
+		SourceFormat:     info.Format,
+		DiskFormat:       cfg.TargetFormat,
+		SourceSHA256:     sums.hex("sha256"),
+		BytesTransferred: got.size,
+		OSHashAlgo:       "sha512",
+	}
+	if sameFormat {
+		track.setPhase(PhaseStoring, got.size)
+		if err := src.commit(cfg.ImageID); err != nil {
+			return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
+		}
+		res.Size, res.VirtualSize = got.size, info.VirtualSize
+		res.Checksum, res.OSHashValue = sums.hex("md5"), sums.hex("sha512")
+		return res, nil
+	}
+	return cfg.convertAndStore(ctx, src, info, res, track)
+}
+
+// convertAndStore converts the staged source into the store.
+func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskformat.Info, res importresult.Result, track *tracker) (importresult.Result, error) {
+	track.setPhase(PhaseConverting, info.VirtualSize)
+	out, err := createNamedStaging(cfg.Dest, cfg.ImageID)
+	if err != nil {
+		return res, transient(importresult.ReasonInternal, err, "The image store is not writable: %v.", err)
+	}
+	defer out.discard()
+	if err := cfg.qemuConvert(ctx, src.File, info.Format, out.named, cfg.TargetFormat); err != nil {
+		return res, err
+	}
+	src.discard() // free the scratch space before hashing the output
+
+	// Inspect what qemu-img wrote, as if it came from outside.
+	st, err := out.Stat()
+	if err != nil {
+		return res, transient(importresult.ReasonInternal, err, "Reading the converted image failed: %v.", err)
+	}
+	outInfo, err := cfg.inspect(ctx, out, st.Size(), cfg.TargetFormat)
+	if err != nil {
+		return res, permanent(importresult.ReasonInternal, err, "The converted image failed inspection: %v.", err)
+	}
+	track.setPhase(PhaseStoring, st.Size())
+	sums := newDigests()
+	hasher := newFanout(func(n int) { track.done.Add(int64(n)) }, sums.md5, sums.sha512)
+	if _, err := out.Seek(0, 0); err != nil {
+		return res, transient(importresult.ReasonInternal, err, "Reading the converted image failed: %v.", err)
+	}
+	_, readErr := hasher.ReadFrom(out.File)
+	if err := errors.Join(readErr, hasher.Close()); err != nil {
+		return res, transient(importresult.ReasonInternal, err, "Reading the converted image failed: %v.", err)
+	}
+	if err := out.commit(cfg.ImageID); err != nil {
+		return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
+	}
+	res.Size, res.VirtualSize = st.Size(), outInfo.VirtualSize
+	res.Checksum, res.OSHashValue = sums.hex("md5"), sums.hex("sha512")
+	return res, nil
+}
+
+// validate checks the configuration and the URL before any byte moves.
+func (cfg *Config) validate() (*urlpolicy.Compiled, *url.URL, error) {
+	for _, f := range []struct{ what, value string }{{"source", cfg.SourceFormat}, {"target", cfg.TargetFormat}} {
+		if !slices.Contains(supported, f.value) {
+			return nil, nil, permanent(importresult.ReasonUnsupported, nil,
+				"The %s format %q is not supported; use one of %v.", f.what, f.value, supported)
+		}
+	}
+	if cfg.TargetFormat == diskformat.ISO && cfg.SourceFormat != diskformat.ISO {
+		return nil, nil, permanent(importresult.ReasonUnsupported, nil, "Only an iso source can be stored as iso.")
+	}
+	for alg := range cfg.ExpectedChecksums {
+		if !slices.Contains([]string{"md5", "sha256", "sha512"}, alg) {
+			return nil, nil, permanent(importresult.ReasonUnsupported, nil, "The checksum algorithm %q is not supported.", alg)
+		}
+	}
+	policy, err := urlpolicy.Compile(cfg.Policy)
+	if err != nil {
+		return nil, nil, permanent(importresult.ReasonInternal, err, "The import URL policy is invalid: %v.", err)
+	}
+	u, err := policy.CheckURL(cfg.Source)
+	if err != nil {
+		return nil, nil, permanent(importresult.ReasonURLRefused, err, "URI for import does not pass filtering: %s (%s).", redactRaw(cfg.Source), detail(err))
+	}
+	return policy, u, nil
+}
+
+// verifyChecksums compares the source's digests with the expected ones.
+func (cfg *Config) verifyChecksums(sums *digests) error {
+	for _, alg := range []string{"md5", "sha256", "sha512"} {
+		want, ok := cfg.ExpectedChecksums[alg]
+		if ok && sums.hex(alg) != want {
+			return permanent(importresult.ReasonChecksumMismatch, nil,
+				"The %s checksum of the source is %s, not the expected %s.", alg, sums.hex(alg), want)
+		}
+	}
+	return nil
+}
+
+// inspect checks that the staged bytes are the declared format and safe.
+func (cfg *Config) inspect(ctx context.Context, f *staging, size int64, declared string) (diskformat.Info, error) {
+	info, err := diskformat.Inspect(f, size, diskformat.Options{MaxVirtualSize: cfg.MaxVirtualSize})
+	var refused *diskformat.Error
+	if errors.As(err, &refused) {
+		what := strings.TrimSpace(refused.Format + " image")
+		switch refused.Kind {
+		case diskformat.ErrUnsafe:
+			return info, permanent(importresult.ReasonUnsafeImage, err, "Refused an unsafe %s: %s.", what, refused.Reason)
+		case diskformat.ErrUnsupported:
+			return info, permanent(importresult.ReasonUnsupported, err, "Refused a %s: %s.", what, refused.Reason)
+		}
+		return info, permanent(importresult.ReasonFormatMismatch, err, "Refused an invalid %s: %s.", what, refused.Reason)
+	}
+	switch {
+	case err != nil:
+		return info, permanent(importresult.ReasonInternal, err, "Inspecting the image failed: %v.", err)
+	case info.Format != declared:
+		return info, permanent(importresult.ReasonFormatMismatch, nil, "The image is %s, not %s as declared.", info.Format, declared)
+	}
+	if err := cfg.qemuCheck(ctx, f.File, info.Format); err != nil {
+		return info, err
+	}
+	return info, nil
+}
+
+func redactRaw(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(an invalid URL)"
+	}
+	return redact(u)
+}

@@ -1,0 +1,133 @@
+package importer
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The store is a directory of images named by image id, with Glance's file
+// store semantics: an image appears whole, under its final name, or not at
+// all. Bytes are staged in an anonymous file (O_TMPFILE) that the kernel
+// removes if the importer dies, and linked in under the final name only
+// once complete and synced. Where the filesystem has no O_TMPFILE, a
+// hidden named file is used, and the next attempt removes it.
+
+// staging is a file that becomes <dir>/<name> only when committed.
+type staging struct {
+	*os.File
+	dir   string
+	named string // the path of a named staging file; "" for an anonymous one
+}
+
+// stagingPrefix names a hidden staging file of an image, so that a later
+// attempt can find and remove what a killed one left.
+func stagingPrefix(imageID string) string { return "." + imageID + ".partial-" }
+
+// createStaging creates an empty staging file in dir.
+func createStaging(dir, imageID string) (*staging, error) {
+	f, err := os.OpenFile(dir, os.O_RDWR|unix.O_TMPFILE, 0o640)
+	if err == nil {
+		return &staging{File: f, dir: dir}, nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+		return nil, fmt.Errorf("creating a staging file in %s: %w", dir, err)
+	}
+	return createNamedStaging(dir, imageID)
+}
+
+// createNamedStaging creates a staging file with a name, for programs
+// (qemu-img) that create their output by path.
+func createNamedStaging(dir, imageID string) (*staging, error) {
+	f, err := os.CreateTemp(dir, stagingPrefix(imageID)+"*")
+	if err != nil {
+		return nil, fmt.Errorf("creating a staging file in %s: %w", dir, err)
+	}
+	return &staging{File: f, dir: dir, named: f.Name()}, nil
+}
+
+// path is a path through which another process can open the file.
+func (s *staging) path() string {
+	if s.named != "" {
+		return s.named
+	}
+	return "/proc/self/fd/" + strconv.Itoa(int(s.Fd()))
+}
+
+// commit syncs the file and makes it <dir>/<name>, replacing any earlier
+// image of that name, and syncs the directory so the name survives a crash.
+func (s *staging) commit(name string) error {
+	if err := s.Sync(); err != nil {
+		return fmt.Errorf("syncing the image: %w", err)
+	}
+	if err := s.Chmod(0o640); err != nil {
+		return err
+	}
+	final := filepath.Join(s.dir, name)
+	if s.named != "" {
+		if err := os.Rename(s.named, final); err != nil {
+			return err
+		}
+		s.named = ""
+		return syncDir(s.dir)
+	}
+	err := unix.Linkat(unix.AT_FDCWD, s.path(), unix.AT_FDCWD, final, unix.AT_SYMLINK_FOLLOW)
+	if errors.Is(err, unix.EEXIST) {
+		// A retry of an import that had finished: link aside, then rename over.
+		aside := filepath.Join(s.dir, stagingPrefix(name)+randomSuffix())
+		if err = unix.Linkat(unix.AT_FDCWD, s.path(), unix.AT_FDCWD, aside, unix.AT_SYMLINK_FOLLOW); err == nil {
+			err = os.Rename(aside, final)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("linking the image into the store: %w", err)
+	}
+	return syncDir(s.dir)
+}
+
+// discard closes the file and removes it unless it was committed.
+func (s *staging) discard() {
+	s.Close()
+	if s.named != "" {
+		os.Remove(s.named)
+	}
+}
+
+// removeStaleStaging removes the staging files a killed attempt at the same
+// image left in dir.
+func removeStaleStaging(dir, imageID string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), stagingPrefix(imageID)) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
