@@ -121,6 +121,10 @@ func fileDigests(t *testing.T, path string) (md5sum, sha256sum, sha512sum string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sums(b)
+}
+
+func sums(b []byte) (md5sum, sha256sum, sha512sum string) {
 	m, s2, s5 := md5.Sum(b), sha256.Sum256(b), sha512.Sum512(b)
 	return hex.EncodeToString(m[:]), hex.EncodeToString(s2[:]), hex.EncodeToString(s5[:])
 }
