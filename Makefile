@@ -61,7 +61,7 @@ $(ENVTEST_ASSETS)/kube-apiserver:
 
 .PHONY: test
 test: manifests generate fmt vet deps setup-envtest ## Run all tests: unit, envtest integration, importer with real qemu-img.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_PACKAGES) -count=1 -coverprofile cover.out
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_PACKAGES) -count=1 -coverpkg=./... -coverprofile cover.out
 
 .PHONY: check-generated
 check-generated: manifests generate ## Fail when generated files differ from what is committed.

@@ -95,6 +95,7 @@ func run(args []string) int {
 		defer cancel()
 	}
 	res, err := importer.Run(ctx, cfg)
+	reportPeakRSS()
 	if err != nil {
 		return fail(resultFile, importer.AsFailure(err))
 	}
@@ -192,4 +193,13 @@ func writeResult(path string, r importresult.Result) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// reportPeakRSS logs the importer's own peak memory (qemu-img aside), which
+// must stay flat whatever the image size.
+func reportPeakRSS() {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		fmt.Fprintf(os.Stderr, "{\"peak_rss_bytes\":%d}\n", ru.Maxrss*1024)
+	}
 }

@@ -12,6 +12,7 @@ package importer
 import (
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"slices"
 	"strings"
@@ -91,7 +92,11 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 
 	track.setPhase(PhaseFetching, 0)
 	sums := newDigests()
-	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(sums.writers(), src.File)...)
+	var file io.Writer = src.File // a scratch copy may live and die in the page cache
+	if sameFormat {
+		file = &writeback{f: src.File} // the image itself: on its way to disk at once
+	}
+	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(sums.writers(), file)...)
 	got, fetchErr := fetcher.fetch(ctx, u, sink, track)
 	if err := errors.Join(fetchErr, sink.Close()); err != nil {
 		return importresult.Result{}, err
@@ -148,13 +153,16 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 		return res, permanent(importresult.ReasonInternal, err, "The converted image failed inspection: %v.", err)
 	}
 	track.setPhase(PhaseStoring, st.Size())
+	// Write the image back to disk while hashing it from the page cache.
+	synced := make(chan error, 1)
+	go func() { synced <- out.Sync() }()
 	sums := newDigests()
 	hasher := newFanout(func(n int) { track.done.Add(int64(n)) }, sums.md5, sums.sha512)
 	if _, err := out.Seek(0, 0); err != nil {
 		return res, transient(importresult.ReasonInternal, err, "Reading the converted image failed: %v.", err)
 	}
 	_, readErr := hasher.ReadFrom(out.File)
-	if err := errors.Join(readErr, hasher.Close()); err != nil {
+	if err := errors.Join(readErr, hasher.Close(), <-synced); err != nil {
 		return res, transient(importresult.ReasonInternal, err, "Reading the converted image failed: %v.", err)
 	}
 	if err := out.commit(cfg.ImageID); err != nil {
