@@ -116,6 +116,8 @@ func failed(reason, message string) observation {
 func inputProblem(task *tasksv1.ImageImportTask) string {
 	in := task.Spec.Input
 	switch {
+	case task.Annotations[tasksv1.AnnotationInputProblem] != "":
+		return truncate(task.Annotations[tasksv1.AnnotationInputProblem], 1024)
 	case in.ImportFromFormat == "":
 		return "Input does not contain 'import_from_format' field"
 	case in.ImageProperties == nil:

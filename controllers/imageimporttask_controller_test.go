@@ -168,6 +168,9 @@ func TestInputGlanceFailsAtRunTime(t *testing.T) {
 	for name, mutate := range map[string]func(*tasksv1.ImageImportTask){
 		"Input does not contain 'import_from_format' field": func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImportFromFormat = "" },
 		"Input does not contain 'image_properties' field":   func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImageProperties = nil },
+		"Task failed due to Internal Error": func(t *tasksv1.ImageImportTask) {
+			t.Annotations = map[string]string{tasksv1.AnnotationInputProblem: "Task failed due to Internal Error"}
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)

@@ -39,4 +39,8 @@ const (
 	// AnnotationExpiryPolicy overrides spec.expiryPolicy; the Glance shim
 	// sets it to Delete on the tasks it creates, as Glance expires tasks.
 	AnnotationExpiryPolicy = "tasks.imageimport.io/expiry-policy"
+	// AnnotationInputProblem carries Glance's message for an input that
+	// Glance accepts at create time and fails when the task runs (the shim
+	// sets it); the reconciler fails such a task with that message.
+	AnnotationInputProblem = "tasks.imageimport.io/input-problem"
 )

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,13 +29,10 @@ func main() {
 func run(args []string) int {
 	fs := flag.NewFlagSet("importer", flag.ContinueOnError)
 	var (
-		cfg                               importer.Config
-		resultFile                        string
-		md5sum, sha256sum, sha512sum      string
-		allowedSchemes, disallowedSchemes string
-		allowedHosts, disallowedHosts     string
-		allowedPorts, disallowedPorts     string
-		timeout                           time.Duration
+		cfg                          importer.Config
+		resultFile                   string
+		md5sum, sha256sum, sha512sum string
+		timeout                      time.Duration
 	)
 	fs.StringVar(&cfg.Source, "source", "", "URL of the image (http or https).")
 	fs.StringVar(&cfg.SourceFormat, "source-format", "", "Declared format of the source: raw, qcow2, vmdk, vhd, vhdx, vdi or iso.")
@@ -53,12 +49,8 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on connecting (TCP and TLS).")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "Fail when the source sends nothing for this long.")
 	fs.DurationVar(&timeout, "timeout", 0, "Bound on the whole import; 0 for none.")
-	fs.StringVar(&allowedSchemes, "allowed-schemes", "http,https", "Glance's allowed_schemes.")
-	fs.StringVar(&disallowedSchemes, "disallowed-schemes", "", "Glance's disallowed_schemes.")
-	fs.StringVar(&allowedHosts, "allowed-hosts", "", "Glance's allowed_hosts: names, IPs or CIDRs.")
-	fs.StringVar(&disallowedHosts, "disallowed-hosts", "", "Glance's disallowed_hosts: names, IPs or CIDRs.")
-	fs.StringVar(&allowedPorts, "allowed-ports", "80,443", "Glance's allowed_ports.")
-	fs.StringVar(&disallowedPorts, "disallowed-ports", "", "Glance's disallowed_ports.")
+	cfg.Policy = urlpolicy.Default()
+	cfg.Policy.BindFlags(fs)
 	fs.Int64Var(&cfg.MaxImageSize, "max-image-size", 0, "Refuse sources of more bytes; 0 for no limit.")
 	fs.Int64Var(&cfg.MaxVirtualSize, "max-virtual-size", 4<<40, "Refuse images of a larger virtual disk, in bytes.")
 	fs.StringVar(&cfg.QemuImg, "qemu-img", "qemu-img", "The qemu-img binary.")
@@ -71,12 +63,7 @@ func run(args []string) int {
 	if err := fromEnvironment(fs); err != nil {
 		return fail(resultFile, &importer.Failure{Reason: importresult.ReasonInternal, Permanent: true, Message: err.Error()})
 	}
-	var err error
-	cfg.Policy, err = policy(allowedSchemes, disallowedSchemes, allowedHosts, disallowedHosts, allowedPorts, disallowedPorts)
-	if err == nil {
-		err = checkRequired(cfg)
-	}
-	if err != nil {
+	if err := checkRequired(cfg); err != nil {
 		return fail(resultFile, &importer.Failure{Reason: importresult.ReasonInternal, Permanent: true, Message: err.Error()})
 	}
 	cfg.ExpectedChecksums = map[string]string{}
@@ -136,43 +123,6 @@ func checkRequired(cfg importer.Config) error {
 		return fmt.Errorf("--image-id %q is not a safe file name", cfg.ImageID)
 	}
 	return nil
-}
-
-func policy(allowedSchemes, disallowedSchemes, allowedHosts, disallowedHosts, allowedPorts, disallowedPorts string) (urlpolicy.Policy, error) {
-	p := urlpolicy.Policy{
-		AllowedSchemes: list(allowedSchemes), DisallowedSchemes: list(disallowedSchemes),
-		AllowedHosts: list(allowedHosts), DisallowedHosts: list(disallowedHosts),
-	}
-	var err error
-	if p.AllowedPorts, err = ports(allowedPorts); err != nil {
-		return p, fmt.Errorf("--allowed-ports: %w", err)
-	}
-	if p.DisallowedPorts, err = ports(disallowedPorts); err != nil {
-		return p, fmt.Errorf("--disallowed-ports: %w", err)
-	}
-	return p, nil
-}
-
-func list(s string) []string {
-	var out []string
-	for _, x := range strings.Split(s, ",") {
-		if x = strings.TrimSpace(x); x != "" {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-func ports(s string) ([]int, error) {
-	var out []int
-	for _, x := range list(s) {
-		n, err := strconv.Atoi(x)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a port", x)
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }
 
 func fail(resultFile string, f *importer.Failure) int {

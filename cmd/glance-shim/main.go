@@ -1,0 +1,128 @@
+// Command glance-shim serves the OpenStack Glance v2 tasks API on top of
+// ImageImportTask resources, so that Glance clients work unmodified.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/glance"
+	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "glance-shim:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		bind, probeAddr, authMode, access, wwwAuth, project string
+		nsMode, namespace, nsTemplate                       string
+		policy                                              = urlpolicy.Default()
+	)
+	flag.StringVar(&bind, "bind-address", ":9292", "Address the Glance API listens on (Glance's port).")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the health and readiness probes.")
+	flag.StringVar(&authMode, "auth", "keystone-headers", "How callers are authenticated: keystone-headers (behind keystonemiddleware), kubernetes (bearer tokens, RBAC decides) or none (local use only).")
+	flag.StringVar(&access, "tasks-api-access", "admin", "Who may use the task endpoints with keystone-headers: admin (Glance's default) or member.")
+	flag.StringVar(&wwwAuth, "www-authenticate-uri", "http://127.0.0.1:5000/v3", "Keystone URI sent in WWW-Authenticate on a 401.")
+	flag.StringVar(&project, "project", "admin", "The project of every caller with --auth=none, and the default project with --auth=kubernetes.")
+	flag.StringVar(&nsMode, "namespace-mode", "single", "How a project maps to a namespace: single, template or label (namespaces labelled "+glance.LabelProjectID+").")
+	flag.StringVar(&namespace, "namespace", "default", "The namespace of every task with --namespace-mode=single.")
+	flag.StringVar(&nsTemplate, "namespace-template", "glance-{project}", "The namespace name with --namespace-mode=template.")
+	policy.BindFlags(flag.CommandLine)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("glance-shim")
+
+	compiled, err := urlpolicy.Compile(policy)
+	if err != nil {
+		return err
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(tasksv1.AddToScheme(scheme))
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: probeAddr,
+	})
+	if err != nil {
+		return err
+	}
+	ctx := ctrl.SetupSignalHandler()
+	if err := glance.AddIndexes(ctx, mgr.GetCache()); err != nil {
+		return err
+	}
+	srv := &glance.Server{Reader: mgr.GetClient(), Writer: mgr.GetClient(), URLPolicy: compiled, Log: log}
+	switch authMode {
+	case "keystone-headers":
+		srv.Auth = glance.NewKeystoneHeaders(glance.Policy(access), wwwAuth)
+	case "kubernetes":
+		srv.Auth = &glance.Kubernetes{Client: mgr.GetClient(), DefaultProject: project}
+	case "none":
+		log.Info("WARNING: --auth=none: every caller is an admin of project " + project + "; use it on a trusted machine only")
+		srv.Auth = glance.NewNoAuth(project)
+	default:
+		return fmt.Errorf("--auth=%q: use keystone-headers, kubernetes or none", authMode)
+	}
+	switch nsMode {
+	case "single":
+		srv.Namespaces = glance.SingleNamespace(namespace)
+	case "template":
+		srv.Namespaces = glance.NamespaceTemplate(nsTemplate)
+	case "label":
+		srv.Namespaces = glance.LabelledNamespace{Reader: mgr.GetClient()}
+	default:
+		return fmt.Errorf("--namespace-mode=%q: use single, template or label", nsMode)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", func(*http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(context.Background()) {
+			return errors.New("cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	server := &http.Server{Addr: bind, Handler: srv, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		server.Shutdown(shutdown)
+	}()
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			log.Error(err, "The cache stopped")
+			os.Exit(1)
+		}
+	}()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return errors.New("the task cache did not sync")
+	}
+	log.Info("Serving the Glance v2 tasks API", "address", bind, "auth", authMode, "namespaceMode", nsMode)
+	if err := server.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

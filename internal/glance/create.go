@@ -1,0 +1,355 @@
+package glance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+)
+
+const maxBody = 1 << 20
+
+// create is POST /v2/tasks, validated in Glance's order: policy, body,
+// required keys, schema, then import_from.
+func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ string) {
+	ctx := r.Context()
+	if e := s.allowed(ctx, id, "create"); e != nil {
+		e.write(w, r)
+		return
+	}
+	body, e := readBody(r)
+	if e != nil {
+		e.write(w, r)
+		return
+	}
+	typ, input, e := s.validate(ctx, body)
+	if e != nil {
+		e.write(w, r)
+		return
+	}
+	ns, err := s.namespaceOf(ctx, id)
+	if err != nil {
+		s.internalError(w, r, fmt.Errorf("mapping project %q to a namespace: %w", id.ProjectID, err))
+		return
+	}
+	t := newTask(ns, typ, input, id, requestIDOf(ctx))
+	if err := s.Writer.Create(ctx, t); err != nil {
+		s.internalError(w, r, fmt.Errorf("creating ImageImportTask: %w", err))
+		return
+	}
+	s.Log.Info("Created ImageImportTask", "task", t.Namespace+"/"+t.Name, "id", t.UID, "project", id.ProjectID)
+	view := taskOf(t)
+	view.status = string(tasksv1.TaskPending) // the 201 always shows the task as created
+	w.Header().Set("Location", requestBase(r)+"/v2/tasks/"+view.id)
+	s.writeJSON(w, http.StatusCreated, encodePy(view.detail(), false))
+}
+
+// readBody parses the JSON body as Glance's JSONRequestDeserializer.
+func readBody(r *http.Request) (object, *httpError) {
+	chunked := slices.Contains(r.TransferEncoding, "chunked")
+	if r.ContentLength <= 0 && !chunked {
+		return nil, newError(http.StatusBadRequest, "Body expected in request.")
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || len(data) > maxBody {
+		return nil, newError(http.StatusBadRequest, "Malformed JSON in request body.")
+	}
+	v, err := parseOrdered(data)
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, "Malformed JSON in request body.")
+	}
+	switch v := v.(type) {
+	case object:
+		return v, nil
+	case []any:
+		return object{}, nil // a list has no 'type': Glance says so next
+	}
+	return nil, newError(http.StatusBadRequest, "Unexpected body type. Expected list/dict.")
+}
+
+// validate checks the body and returns the type and input.
+func (s *Server) validate(ctx context.Context, body object) (string, any, *httpError) {
+	typ, hasType := body.get("type")
+	input, hasInput := body.get("input")
+	switch {
+	case !hasType:
+		return "", nil, newError(http.StatusBadRequest, "Task 'type' is required")
+	case !hasInput:
+		return "", nil, newError(http.StatusBadRequest, "Task 'input' is required")
+	}
+	typeName, _ := typ.(string)
+	if !slices.Contains(taskTypes, typeName) {
+		return "", nil, schemaError(fmt.Sprintf("%s is not one of %s", pyRepr(typ), pyRepr(anySlice(taskTypes))),
+			"enum", "type", "{'description': 'The type of task represented by this content',\n     'enum': "+pyRepr(anySlice(taskTypes))+",\n     'type': 'string'}", typ)
+	}
+	if _, isObject := input.(object); input != nil && !isObject {
+		return "", nil, schemaError(fmt.Sprintf("%s is not of type 'null', 'object'", pyRepr(input)),
+			"type", "input", "{'description': 'The parameters required by task, JSON blob',\n     'type': ['null', 'object']}", input)
+	}
+	if typeName == "import" {
+		if e := s.checkImportFrom(ctx, input); e != nil {
+			return "", nil, e
+		}
+	}
+	return typeName, input, nil
+}
+
+func anySlice(s []string) []any {
+	out := make([]any, len(s))
+	for i, x := range s {
+		out[i] = x
+	}
+	return out
+}
+
+// schemaError is jsonschema's message for a property that fails validation.
+func schemaError(what, validator, property, schema string, instance any) *httpError {
+	return newError(http.StatusBadRequest, fmt.Sprintf(
+		"Provided object does not match schema 'task': %s\n\nFailed validating '%s' in schema['properties']['%s']:\n    %s\n\nOn instance['%s']:\n    %s",
+		what, validator, property, schema, property, pyRepr(instance)))
+}
+
+// checkImportFrom applies Glance's create-time checks of input.import_from.
+func (s *Server) checkImportFrom(ctx context.Context, input any) *httpError {
+	in, _ := input.(object)
+	v, _ := in.get("import_from")
+	if isFalsy(v) {
+		return newError(http.StatusBadRequest, "Invalid location: "+pyStr(v))
+	}
+	uri, ok := v.(string)
+	if !ok {
+		return newError(http.StatusInternalServerError, serverErrorText) // Glance: AttributeError
+	}
+	switch {
+	case strings.HasPrefix(uri, "file:///") || strings.HasPrefix(uri, "filesystem:///"):
+		return newError(http.StatusBadRequest, "File based imports are not allowed. Please use a non-local source of image data.")
+	case !strings.HasPrefix(uri, "http://") && !strings.HasPrefix(uri, "https://"):
+		return newError(http.StatusBadRequest, "The given uri is not valid. Please specify a valid uri from the following list of supported uri ['http']")
+	}
+	if err := s.passesFilter(ctx, uri); err != nil {
+		s.Log.V(1).Info("Refused import_from", "reason", err.Error())
+		return newError(http.StatusBadRequest, "URI for legacy import task does not pass filtering: "+uri)
+	}
+	return nil
+}
+
+// passesFilter is Glance's validate_import_uri, with our policy: a host
+// name must also resolve.
+func (s *Server) passesFilter(ctx context.Context, uri string) error {
+	u, err := s.URLPolicy.CheckURL(uri)
+	if err != nil {
+		return err
+	}
+	if len(uri) > 2048 {
+		return errors.New("the URL is longer than 2048 characters")
+	}
+	host := u.Hostname()
+	if net.ParseIP(host) != nil {
+		return nil
+	}
+	resolve := s.Resolve
+	if resolve == nil {
+		resolve = func(ctx context.Context, host string) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err := net.DefaultResolver.LookupHost(ctx, host)
+			return err
+		}
+	}
+	if err := resolve(ctx, host); err != nil {
+		return fmt.Errorf("%w: host %q does not resolve", urlpolicy.ErrRefused, host)
+	}
+	return nil
+}
+
+// isFalsy is Python truthiness of a JSON value.
+func isFalsy(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case bool:
+		return !v
+	case string:
+		return v == ""
+	case json.Number:
+		f, _ := v.Float64()
+		return f == 0
+	case object:
+		return len(v) == 0
+	case []any:
+		return len(v) == 0
+	}
+	return false
+}
+
+// pyStr is Python's str() of a JSON value in a %s format.
+func pyStr(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return pyRepr(v)
+}
+
+// newTask builds the ImageImportTask of a Glance task. What the CRD cannot
+// hold, or Glance fails only when the task runs, becomes an input problem
+// that the reconciler turns into a failed task with Glance's message.
+func newTask(namespace, typ string, input any, id *Identity, reqID string) *tasksv1.ImageImportTask {
+	in, _ := input.(object)
+	spec, problem := specOf(typ, in)
+	t := &tasksv1.ImageImportTask{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      "task-" + uuid.NewString(),
+			Namespace: namespace,
+			Labels:    map[string]string{"app.kubernetes.io/created-by": "glance-shim"},
+			Annotations: map[string]string{
+				annotationInput:                string(encodePy(input, false)),
+				annotationType:                 typ,
+				annotationOwner:                id.ProjectID,
+				tasksv1.AnnotationExpiryPolicy: string(tasksv1.ExpiryPolicyDelete), // Glance expires tasks
+			},
+		},
+		Spec: spec,
+	}
+	if len(validation.IsValidLabelValue(id.ProjectID)) == 0 {
+		t.Labels[LabelProjectID] = id.ProjectID
+	}
+	for k, v := range map[string]string{annotationUserID: id.UserID, annotationRequestID: reqID, tasksv1.AnnotationInputProblem: problem} {
+		if v != "" {
+			t.Annotations[k] = v
+		}
+	}
+	return t
+}
+
+// specOf maps a Glance import input onto the spec, and returns Glance's
+// run-time message for what the task cannot do.
+func specOf(typ string, in object) (tasksv1.ImageImportTaskSpec, string) {
+	importFrom, _ := in.get("import_from")
+	spec := tasksv1.ImageImportTaskSpec{Type: tasksv1.TaskTypeImport}
+	spec.Input.ImportFrom, _ = importFrom.(string)
+	if typ != string(tasksv1.TaskTypeImport) {
+		// Only import runs here; the other types fail as Glance fails them.
+		spec.Input.ImportFrom = firstNonEmpty(spec.Input.ImportFrom, "http://invalid.invalid/")
+		if len(in) == 0 {
+			return spec, "Input to " + typ + " task is empty."
+		}
+		if _, ok := in.get("image_id"); !ok {
+			return spec, "Missing required 'image_id' field"
+		}
+		return spec, "Task failed due to Internal Error"
+	}
+	for _, key := range []string{"import_from_format", "image_properties"} {
+		if _, ok := in.get(key); !ok {
+			return spec, "Input does not contain '" + key + "' field"
+		}
+	}
+	format, _ := in.get("import_from_format")
+	spec.Input.ImportFromFormat = tasksv1.DiskFormat(pyStr(format))
+	if !validDiskFormat(string(spec.Input.ImportFromFormat)) {
+		spec.Input.ImportFromFormat = ""
+		return spec, fmt.Sprintf("Invalid import_from_format %s: use one of %s.", pyRepr(format), strings.Join(diskFormats, ", "))
+	}
+	props, ok := imagePropertiesOf(in)
+	if !ok {
+		return spec, "Properties disk_format, container_format must be set prior to saving data."
+	}
+	spec.Input.ImageProperties = props
+	return spec, ""
+}
+
+var (
+	diskFormats      = []string{"ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"}
+	containerFormats = []string{"ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"}
+	visibilities     = []string{"public", "private", "shared", "community"}
+)
+
+func validDiskFormat(f string) bool { return slices.Contains(diskFormats, f) }
+
+// imagePropertiesOf maps image_properties; base properties of the wrong
+// type are kept as extra properties rather than refused.
+func imagePropertiesOf(in object) (*tasksv1.ImageProperties, bool) {
+	raw, _ := in.get("image_properties")
+	props, _ := raw.(object)
+	disk, _ := props.get("disk_format")
+	container, _ := props.get("container_format")
+	d, _ := disk.(string)
+	c, _ := container.(string)
+	if !validDiskFormat(d) || !slices.Contains(containerFormats, c) {
+		return nil, false
+	}
+	p := &tasksv1.ImageProperties{DiskFormat: tasksv1.DiskFormat(d), ContainerFormat: tasksv1.ContainerFormat(c)}
+	for _, m := range props {
+		switch v := m.value; m.key {
+		case "disk_format", "container_format":
+		case "name":
+			if s, ok := v.(string); ok && len(s) <= 255 {
+				p.Name = s
+				continue
+			}
+			setExtra(p, m)
+		case "visibility":
+			if s, ok := v.(string); ok && slices.Contains(visibilities, s) {
+				p.Visibility = tasksv1.Visibility(s)
+				continue
+			}
+			setExtra(p, m)
+		case "min_disk", "min_ram":
+			n, ok := v.(json.Number)
+			i, err := n.Int64()
+			if !ok || err != nil || i < 0 || i > 1<<31-1 {
+				setExtra(p, m)
+				continue
+			}
+			if m.key == "min_disk" {
+				p.MinDisk = ptrTo(int32(i))
+			} else {
+				p.MinRAM = ptrTo(int32(i))
+			}
+		case "protected":
+			if b, ok := v.(bool); ok {
+				p.Protected = &b
+				continue
+			}
+			setExtra(p, m)
+		case "tags":
+			tags, _ := v.([]any)
+			for _, tag := range tags {
+				if s, ok := tag.(string); ok && s != "" && len(s) <= 255 && !slices.Contains(p.Tags, s) && len(p.Tags) < 128 {
+					p.Tags = append(p.Tags, s)
+				}
+			}
+		default:
+			setExtra(p, m)
+		}
+	}
+	return p, true
+}
+
+func setExtra(p *tasksv1.ImageProperties, m member) {
+	if len(p.Properties) >= 128 || len(m.key) > 255 {
+		return
+	}
+	if p.Properties == nil {
+		p.Properties = map[string]string{}
+	}
+	if s, ok := m.value.(string); ok {
+		p.Properties[m.key] = s
+	} else {
+		p.Properties[m.key] = string(encodePy(m.value, false))
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

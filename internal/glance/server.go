@@ -1,0 +1,231 @@
+// Package glance is the Glance-compatible shim: it serves the Glance v2
+// tasks API, exactly as real Glance does, on top of ImageImportTask
+// resources. It keeps no state of its own: a POST creates a task resource,
+// and reads come from a controller-runtime cache indexed by UID and owner.
+package glance
+
+import (
+	"context"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+)
+
+// Server serves the Glance v2 tasks API.
+type Server struct {
+	// Reader reads tasks from a cache with the indexes of AddIndexes.
+	Reader client.Reader
+	// Writer creates tasks.
+	Writer     client.Writer
+	Auth       Auth
+	Namespaces Namespaces
+	// URLPolicy checks import_from at create time, as Glance's
+	// [import_filtering_opts].
+	URLPolicy *urlpolicy.Compiled
+	// Resolve looks a host name up, as Glance requires import_from's host
+	// to resolve; nil uses the system resolver.
+	Resolve func(ctx context.Context, host string) error
+	Log     logr.Logger
+}
+
+// Index names.
+const (
+	indexUID   = "metadata.uid"
+	indexOwner = "glance.owner"
+)
+
+// AddIndexes adds the cache indexes the shim reads by.
+func AddIndexes(ctx context.Context, indexer cache.Cache) error {
+	if err := indexer.IndexField(ctx, &tasksv1.ImageImportTask{}, indexUID, func(o client.Object) []string {
+		return []string{string(o.GetUID())}
+	}); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &tasksv1.ImageImportTask{}, indexOwner, func(o client.Object) []string {
+		if owner := o.GetAnnotations()[annotationOwner]; owner != "" {
+			return []string{owner}
+		}
+		return nil
+	})
+}
+
+// versioned matches /v2/..., /v2.1/..., /v2.17/...: Glance's version
+// negotiation maps them all to /v2.
+var versioned = regexp.MustCompile(`^/v2(\.\d+)?(/.*)?$`)
+
+type route struct {
+	allow   string
+	methods map[string]func(w http.ResponseWriter, r *http.Request, id *Identity, arg string)
+	open    bool // schemas: any authenticated caller
+}
+
+// ServeHTTP routes a request as Glance's router does, with its 405s.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m := versioned.FindStringSubmatch(r.URL.Path)
+	if m == nil {
+		if r.URL.Path == "/versions" && r.Method == http.MethodGet {
+			s.writeJSON(w, http.StatusOK, versions(r))
+			return
+		}
+		s.writeJSON(w, http.StatusMultipleChoices, versions(r)) // "/", "/v1/...": choose a version
+		return
+	}
+	path := m[2]
+	rt, arg := s.match(path)
+	id, authErr := s.Auth.Authenticate(r)
+	if authErr != nil {
+		authErr.write(w, r)
+		return
+	}
+	reqID := requestID(r)
+	w.Header().Set("X-Openstack-Request-Id", reqID)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, reqID))
+	if rt == nil {
+		newError(http.StatusNotFound, notFoundText).write(w, r)
+		return
+	}
+	handler, ok := rt.methods[r.Method]
+	if !ok {
+		(&httpError{code: http.StatusMethodNotAllowed, template: methodNotAllowed, allow: rt.allow}).write(w, r)
+		return
+	}
+	handler(w, r, id, arg)
+}
+
+func (s *Server) match(path string) (*route, string) {
+	switch {
+	case path == "/tasks":
+		return &route{allow: "GET, POST", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
+			http.MethodGet: s.list, http.MethodPost: s.create,
+		}}, ""
+	case strings.HasPrefix(path, "/tasks/") && len(path) > len("/tasks/") && !strings.Contains(path[len("/tasks/"):], "/"):
+		return &route{allow: "GET, DELETE", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
+			http.MethodGet: s.show, http.MethodDelete: s.delete,
+		}}, path[len("/tasks/"):]
+	case path == "/schemas/task" || path == "/schemas/tasks":
+		doc := taskSchema
+		if path == "/schemas/tasks" {
+			doc = tasksSchema
+		}
+		return &route{allow: "GET", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
+			http.MethodGet: func(w http.ResponseWriter, _ *http.Request, _ *Identity, _ string) {
+				s.writeJSON(w, http.StatusOK, []byte(doc))
+			},
+		}}, ""
+	}
+	return nil, ""
+}
+
+// requestID is the caller's X-Openstack-Request-ID, or a new one, with
+// Glance's "req-" prefix.
+func requestID(r *http.Request) string {
+	if v := r.Header.Get("X-Openstack-Request-Id"); v != "" && len(v) <= 64 {
+		if !strings.HasPrefix(v, "req-") {
+			v = "req-" + v
+		}
+		return v
+	}
+	return "req-" + uuid.NewString()
+}
+
+type requestIDKey struct{}
+
+// requestIDOf is the request id of the request being served.
+func requestIDOf(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// allowed applies tasks_api_access for a verb on the project's namespace.
+func (s *Server) allowed(ctx context.Context, id *Identity, verb string) *httpError {
+	ns, err := s.namespaceOf(ctx, id)
+	if err != nil {
+		return forbidden()
+	}
+	ok, err := s.Auth.Allowed(ctx, id, verb, ns)
+	if err != nil {
+		s.Log.Error(err, "Access review failed")
+		return newError(http.StatusInternalServerError, serverErrorText)
+	}
+	if !ok {
+		return forbidden()
+	}
+	return nil
+}
+
+func (s *Server) namespaceOf(ctx context.Context, id *Identity) (string, error) {
+	if id.ProjectID == "" {
+		return "", errNoProject
+	}
+	return s.Namespaces.For(ctx, id.ProjectID)
+}
+
+type shimError string
+
+func (e shimError) Error() string { return string(e) }
+
+const errNoProject = shimError("the caller has no project")
+
+func (s *Server) writeJSON(w http.ResponseWriter, code int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+// show is GET /v2/tasks/{id}.
+func (s *Server) show(w http.ResponseWriter, r *http.Request, id *Identity, taskID string) {
+	if e := s.allowed(r.Context(), id, "get"); e != nil {
+		e.write(w, r)
+		return
+	}
+	t, err := s.find(r.Context(), id, taskID)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	if t == nil {
+		newError(http.StatusNotFound, "Could not find task "+taskID).write(w, r)
+		return
+	}
+	s.writeJSON(w, http.StatusOK, encodePy(taskOf(t).detail(), false))
+}
+
+// delete is DELETE /v2/tasks/{id}: Glance never allows it.
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, id *Identity, _ string) {
+	if e := s.allowed(r.Context(), id, "get"); e != nil {
+		e.write(w, r)
+		return
+	}
+	(&httpError{code: http.StatusMethodNotAllowed, template: explanationOnly, allow: "GET",
+		explanation: "This operation is currently not permitted on Glance Tasks. They are auto deleted after reaching the time based on their expires_at property."}).write(w, r)
+}
+
+// find returns the task with the id visible to the caller, or nil.
+func (s *Server) find(ctx context.Context, id *Identity, taskID string) (*tasksv1.ImageImportTask, error) {
+	var list tasksv1.ImageImportTaskList
+	if err := s.Reader.List(ctx, &list, client.MatchingFields{indexUID: strings.ToLower(taskID)}); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		t := &list.Items[i]
+		if t.Annotations[annotationOwner] != "" && (s.Auth.SeesAll(ctx, id) || t.Annotations[annotationOwner] == id.ProjectID) {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	s.Log.Error(err, "Request failed", "method", r.Method, "path", r.URL.Path)
+	newError(http.StatusInternalServerError, serverErrorText).write(w, r)
+}
