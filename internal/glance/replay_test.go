@@ -127,7 +127,6 @@ var differences = map[string]string{
 	"00-unauthenticated-defaultpolicy-get-tasks-403.txt":  "recorded without an identity pipeline; the shim always authenticates",
 	"00-unauthenticated-defaultpolicy-post-tasks-403.txt": "recorded without an identity pipeline; the shim always authenticates",
 	"00-unauthenticated-post-tasks-500.txt":               "Glance fails with 500 without a project; the shim answers 401",
-	"14-post-input-missing-import_from_format.txt":        "",
 }
 
 func TestReplayRealGlanceTranscripts(t *testing.T) {
