@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need, when they are missing:
-# qemu-utils (qemu-img, for the importer and its tests). Idempotent.
+# qemu-utils (qemu-img, for the importer and its tests) and
+# python3-glanceclient (the real Glance CLI the shim is tested with).
+# Idempotent.
 set -euo pipefail
 
 missing=()
 command -v qemu-img >/dev/null || missing+=(qemu-utils)
+command -v glance >/dev/null || missing+=(python3-glanceclient)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"
-echo "Installing ${missing[*]} (needed by the importer and its tests)"
+echo "Installing ${missing[*]} (needed by the tests)"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -111,11 +111,8 @@ func (s *Server) match(path string) (*route, string) {
 		return &route{allow: "GET, DELETE", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
 			http.MethodGet: s.show, http.MethodDelete: s.delete,
 		}}, path[len("/tasks/"):]
-	case path == "/schemas/task" || path == "/schemas/tasks":
-		doc := taskSchema
-		if path == "/schemas/tasks" {
-			doc = tasksSchema
-		}
+	case path == "/schemas/task" || path == "/schemas/tasks" || path == "/schemas/image":
+		doc := map[string]string{"/schemas/task": taskSchema, "/schemas/tasks": tasksSchema, "/schemas/image": imageSchema}[path]
 		return &route{allow: "GET", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
 			http.MethodGet: func(w http.ResponseWriter, _ *http.Request, _ *Identity, _ string) {
 				s.writeJSON(w, http.StatusOK, []byte(doc))

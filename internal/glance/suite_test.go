@@ -115,8 +115,8 @@ func fakeKeystone(next http.Handler) http.Handler {
 		}
 		if token := r.Header.Get("X-Auth-Token"); token != "" {
 			user, project, roles := "admin", "admin", "admin"
-			if parts := strings.SplitN(token, ":", 3); len(parts) == 3 {
-				user, project, roles = unescape(parts[0]), unescape(parts[1]), unescape(parts[2])
+			if parts := strings.SplitN(unescape(token), ":", 3); len(parts) == 3 {
+				user, project, roles = parts[0], parts[1], parts[2]
 			}
 			r.Header.Set("X-Identity-Status", "Confirmed")
 			r.Header.Set("X-User-Id", user)
