@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Builds the envtest control plane (kube-apiserver, kubectl, etcd) from Go modules into DEST.
+# Builds Kubernetes components and etcd from Go modules into DEST: by default the envtest
+# control plane (kube-apiserver, kubectl, etcd); the local cluster adds
+# kube-controller-manager, kube-scheduler, kubelet and kube-proxy to the same DEST.
 # setup-envtest downloads release binaries from hosts CI cannot reach; the Go module proxy
-# serves the sources, so we build the same binaries. Idempotent: a complete DEST is left alone.
+# serves the sources, so we build the same binaries. Idempotent: what DEST has is not rebuilt.
 #
-# Usage: hack/envtest/build.sh DEST [K8S_VERSION] [ETCD_VERSION]
+# Usage: hack/envtest/build.sh DEST [K8S_VERSION] [ETCD_VERSION] [COMPONENT...]
 set -euo pipefail
 
 DEST=$(mkdir -p "$1" && cd "$1" && pwd)
 K8S=${2:-v1.37.2}
 ETCD=${3:-v3.7.3}
 
-if [[ -x $DEST/kube-apiserver && -x $DEST/kubectl && -x $DEST/etcd ]]; then
+shift $(( $# < 3 ? $# : 3 ))
+COMPONENTS=("$@")
+[[ ${#COMPONENTS[@]} -gt 0 ]] || COMPONENTS=(kube-apiserver kubectl)
+missing=()
+for c in "${COMPONENTS[@]}"; do [[ -x $DEST/$c ]] || missing+=("$c"); done
+if [[ ${#missing[@]} -eq 0 && -x $DEST/etcd ]]; then
   exit 0
 fi
 
@@ -31,10 +38,15 @@ build_kubernetes() {
   for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$modfile"); do
     go mod edit -replace "${m}=${m}@${STAGING}"
   done
-  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >tools.go
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for cmd in "${missing[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+    printf ')\n'; } >tools.go
   go mod tidy
-  local ldflags="-X k8s.io/component-base/version.gitVersion=${K8S} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${MINOR}"
-  for cmd in kube-apiserver kubectl; do
+  local ldflags=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=${K8S} -X $p.gitMajor=1 -X $p.gitMinor=${MINOR} -X $p.gitTreeState=clean"
+  done
+  for cmd in "${missing[@]}"; do
     go build -ldflags "$ldflags" -o "$DEST/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
     mv "$DEST/$cmd.tmp" "$DEST/$cmd"
   done
@@ -52,5 +64,5 @@ build_etcd() {
 }
 
 [[ -x $DEST/etcd ]] || build_etcd
-[[ -x $DEST/kube-apiserver && -x $DEST/kubectl ]] || build_kubernetes
-"$DEST/kube-apiserver" --version
+[[ ${#missing[@]} -eq 0 ]] || build_kubernetes
+"$DEST/${COMPONENTS[0]}" --version
