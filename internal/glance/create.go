@@ -262,9 +262,9 @@ func specOf(typ string, in object) (tasksv1.ImageImportTaskSpec, string) {
 		spec.Input.ImportFromFormat = ""
 		return spec, fmt.Sprintf("Invalid import_from_format %s: use one of %s.", pyRepr(format), strings.Join(diskFormats, ", "))
 	}
-	props, ok := imagePropertiesOf(in)
-	if !ok {
-		return spec, "Properties disk_format, container_format must be set prior to saving data."
+	props, problem := imagePropertiesOf(in)
+	if problem != "" {
+		return spec, problem
 	}
 	spec.Input.ImageProperties = props
 	return spec, ""
@@ -280,15 +280,20 @@ func validDiskFormat(f string) bool { return slices.Contains(diskFormats, f) }
 
 // imagePropertiesOf maps image_properties; base properties of the wrong
 // type are kept as extra properties rather than refused.
-func imagePropertiesOf(in object) (*tasksv1.ImageProperties, bool) {
+func imagePropertiesOf(in object) (*tasksv1.ImageProperties, string) {
 	raw, _ := in.get("image_properties")
 	props, _ := raw.(object)
-	disk, _ := props.get("disk_format")
-	container, _ := props.get("container_format")
+	disk, hasDisk := props.get("disk_format")
+	container, hasContainer := props.get("container_format")
 	d, _ := disk.(string)
 	c, _ := container.(string)
-	if !validDiskFormat(d) || !slices.Contains(containerFormats, c) {
-		return nil, false
+	switch {
+	case !hasDisk || !hasContainer:
+		return nil, "Properties disk_format, container_format must be set prior to saving data."
+	case !validDiskFormat(d):
+		return nil, fmt.Sprintf("Invalid disk_format %s: use one of %s.", pyRepr(disk), strings.Join(diskFormats, ", "))
+	case !slices.Contains(containerFormats, c):
+		return nil, fmt.Sprintf("Invalid container_format %s: use one of %s.", pyRepr(container), strings.Join(containerFormats, ", "))
 	}
 	p := &tasksv1.ImageProperties{DiskFormat: tasksv1.DiskFormat(d), ContainerFormat: tasksv1.ContainerFormat(c)}
 	for _, m := range props {
@@ -335,7 +340,7 @@ func imagePropertiesOf(in object) (*tasksv1.ImageProperties, bool) {
 			setExtra(p, m)
 		}
 	}
-	return p, true
+	return p, ""
 }
 
 func setExtra(p *tasksv1.ImageProperties, m member) {

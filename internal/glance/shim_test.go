@@ -111,9 +111,11 @@ func TestCreateMapsTheGlanceTaskOntoAnImageImportTask(t *testing.T) {
 func TestInputsGlanceAcceptsAndThenFails(t *testing.T) {
 	s := newShim(t, PolicyAdmin)
 	for body, problem := range map[string]string{
-		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","image_properties":{"disk_format":"raw","container_format":"bare"}}}`: "Input does not contain 'import_from_format' field",
-		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"qcow2"}}`:                                       "Input does not contain 'image_properties' field",
-		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"qcow2","image_properties":{}}}`:                 "Properties disk_format, container_format must be set prior to saving data.",
+		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","image_properties":{"disk_format":"raw","container_format":"bare"}}}`:                                "Input does not contain 'import_from_format' field",
+		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"qcow2"}}`:                                                                      "Input does not contain 'image_properties' field",
+		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"qcow2","image_properties":{}}}`:                                                "Properties disk_format, container_format must be set prior to saving data.",
+		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"qcow2","image_properties":{"disk_format":"bogus","container_format":"bare"}}}`: "Invalid disk_format 'bogus': use one of ami, ari, aki, vhd, vhdx, vmdk, raw, qcow2, vdi, iso, ploop.",
+		`{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"exe","image_properties":{"disk_format":"raw","container_format":"bare"}}}`:     "Invalid import_from_format 'exe': use one of ami, ari, aki, vhd, vhdx, vmdk, raw, qcow2, vdi, iso, ploop.",
 		`{"type":"api_image_import","input":{}}`: "Input to api_image_import task is empty.",
 	} {
 		r := s.do(t, "POST", "/v2/tasks", "u:p:admin", body)
