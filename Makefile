@@ -79,9 +79,26 @@ build: manifests generate fmt vet ## Build the binaries into bin/.
 	CGO_ENABLED=0 go build -o bin/importer ./cmd/importer
 	CGO_ENABLED=0 go build -o bin/glance-shim ./cmd/glance-shim
 
+LOCAL_KUBECONFIG = $(LOCALBIN)/local-cluster/state/admin.kubeconfig
+
 .PHONY: run
-run: manifests generate fmt vet install ## Run the manager against the cluster in $$KUBECONFIG.
-	@echo "make run: the embedded local cluster is not in yet; running the manager against $${KUBECONFIG:-~/.kube/config}"
+run: manifests generate $(KUSTOMIZE) ## Bring up the local cluster (or reuse it), deploy the operator, the shim and the store.
+	hack/local-cluster/install.sh
+	hack/local-cluster/up.sh
+	hack/local-cluster/images.sh
+	hack/local-cluster/deploy.sh
+	@hack/local-cluster/howto.sh
+
+.PHONY: stop
+stop: ## Tear the local cluster down and remove what it set up on the host (state kept; PURGE=1 removes it).
+	hack/local-cluster/down.sh $(if $(PURGE),--purge)
+
+.PHONY: test-e2e
+test-e2e: run ## End-to-end tests on the local cluster.
+	KUBECONFIG=$(LOCAL_KUBECONFIG) go test -tags e2e ./test/e2e -count=1 -timeout 30m -v 2>&1 | grep -vE '^\{' 
+
+.PHONY: run-here
+run-here: manifests generate fmt vet install ## Run the manager on this machine against the cluster in $$KUBECONFIG.
 	go run ./cmd/manager --importer-image=$(IMPORTER_IMG)
 
 .PHONY: docker-build
@@ -103,7 +120,7 @@ uninstall: manifests $(KUSTOMIZE) ## Remove the CRD (and every task) from the cl
 .PHONY: deploy
 deploy: manifests $(KUSTOMIZE) ## Deploy the CRD, RBAC and manager (IMG=..., IMPORTER_IMG=...).
 	cd config/manager && $(KUSTOMIZE) edit set image manager=$(IMG)
-	$(KUSTOMIZE) build config/default | sed 's#importer-image=.*#importer-image=$(IMPORTER_IMG)#' | $(KUBECTL) apply --server-side -f -
+	$(KUSTOMIZE) build config/default | sed 's#--importer-image=.*#--importer-image=$(IMPORTER_IMG)#' | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: $(KUSTOMIZE) ## Remove what deploy created.

@@ -1,0 +1,311 @@
+//go:build e2e
+
+// Package e2e runs the whole system on the local cluster of hack/local-cluster
+// (`make test-e2e` brings it up): real kubelet, containerd, Jobs, importer
+// pods with qemu-img, the image store on the node, the Glance shim on
+// 127.0.0.1:9292. Sources are served by the test on the node address.
+package e2e
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/testimages"
+)
+
+const (
+	nodeIP    = "10.88.0.2" // hack/local-cluster/lib.sh
+	namespace = "images"
+	shimURL   = "http://127.0.0.1:9292"
+)
+
+var (
+	k8s     client.Client
+	root    string // the repository
+	store   string // the image store on the node
+	kubectl string
+	srcDir  string // what the source server serves
+	srcURL  string
+	stall   atomic.Bool // the /slow/ files stall mid-stream while set
+)
+
+func TestMain(m *testing.M) {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(tasksv1.AddToScheme(scheme))
+	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "KUBECONFIG must point at the local cluster: run 'make test-e2e':", err)
+		os.Exit(1)
+	}
+	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		panic(err)
+	}
+	root, _ = filepath.Abs("../..")
+	store = filepath.Join(root, "bin/local-cluster/store")
+	kubectl = filepath.Join(root, "bin/k8s/1.37.2/kubectl")
+	srcDir, _ = os.MkdirTemp("", "e2e-sources")
+	defer os.RemoveAll(srcDir)
+
+	l, err := net.Listen("tcp", nodeIP+":0")
+	if err != nil {
+		panic(err)
+	}
+	srcURL = "http://" + l.Addr().String()
+	go http.Serve(l, http.HandlerFunc(serveSource))
+	os.Exit(m.Run())
+}
+
+// serveSource serves srcDir; /slow/NAME is sent at 1 MiB/s and stalls
+// while stall is set, so that tests can act while an import runs.
+func serveSource(w http.ResponseWriter, r *http.Request) {
+	name, slow := strings.CutPrefix(r.URL.Path, "/slow/")
+	if !slow {
+		http.FileServer(http.Dir(srcDir)).ServeHTTP(w, r)
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(srcDir, filepath.Base(name)))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+	for off := 0; off < len(data); off += 1 << 20 {
+		for stall.Load() {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		w.Write(data[off:min(off+1<<20, len(data))])
+		w.(http.Flusher).Flush()
+		time.Sleep(time.Second)
+	}
+}
+
+func newTask(name, url, format, target string) *tasksv1.ImageImportTask {
+	return &tasksv1.ImageImportTask{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: tasksv1.ImageImportTaskSpec{Type: tasksv1.TaskTypeImport, Input: tasksv1.TaskInput{
+			ImportFrom: url, ImportFromFormat: tasksv1.DiskFormat(format),
+			ImageProperties: &tasksv1.ImageProperties{DiskFormat: tasksv1.DiskFormat(target), ContainerFormat: "bare"},
+		}},
+	}
+}
+
+func create(t *testing.T, task *tasksv1.ImageImportTask) {
+	t.Helper()
+	k8s.Delete(context.Background(), task)
+	NewWithT(t).Eventually(func() error { return k8s.Create(context.Background(), task) }, 30*time.Second).Should(Succeed())
+	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
+}
+
+func waitFor(t *testing.T, task *tasksv1.ImageImportTask, status tasksv1.TaskStatus, timeout time.Duration) *tasksv1.ImageImportTask {
+	t.Helper()
+	got := &tasksv1.ImageImportTask{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
+		g.Expect(got.Status.Status).To(Equal(status), "message: %s", got.Status.Message)
+	}, timeout, 500*time.Millisecond).Should(Succeed())
+	return got
+}
+
+func sums(t *testing.T, path string) (string, string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, s := md5.Sum(b), sha512.Sum512(b)
+	return hex.EncodeToString(m[:]), hex.EncodeToString(s[:])
+}
+
+// TestImportWithKubectl imports a 100 MiB qcow2 applied with kubectl and
+// checks the stored bytes against qemu-img's own conversion.
+func TestImportWithKubectl(t *testing.T) {
+	g := NewWithT(t)
+	raw := testimages.Raw(t, t.TempDir(), 100<<20)
+	qcow2 := filepath.Join(srcDir, "disk100.qcow2")
+	testimages.QemuImg(t, "convert", "-f", "raw", "-O", "qcow2", raw, qcow2)
+	manifest := fmt.Sprintf(`apiVersion: tasks.imageimport.io/v1alpha1
+kind: ImageImportTask
+metadata: {name: kubectl-import, namespace: %s}
+spec:
+  type: import
+  input:
+    importFrom: %s/disk100.qcow2
+    importFromFormat: qcow2
+    imageProperties: {diskFormat: raw, containerFormat: bare, name: disk100}
+`, namespace, srcURL)
+	task := &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "kubectl-import", Namespace: namespace}}
+	k8s.Delete(context.Background(), task)
+	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
+	start := time.Now()
+	apply := exec.Command(kubectl, "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(manifest)
+	out, err := apply.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
+	t.Logf("kubectl apply -> success for a 100 MiB qcow2: %s", time.Since(start).Round(100*time.Millisecond))
+
+	stored := filepath.Join(store, got.Status.Result.ImageID)
+	want := filepath.Join(t.TempDir(), "want.raw")
+	testimages.QemuImg(t, "convert", "-f", "qcow2", "-O", "raw", qcow2, want)
+	testimages.QemuImg(t, "compare", "-f", "raw", "-F", "raw", want, stored)
+	m5, s512 := sums(t, stored)
+	g.Expect(got.Status.Image.Checksum).To(Equal(m5))
+	g.Expect(got.Status.Image.OSHashValue).To(Equal(s512))
+	g.Expect(got.Status.Image.VirtualSize).To(Equal(int64(100 << 20)))
+	g.Expect(got.Status.Image.SourceFormat).To(Equal("qcow2"))
+}
+
+// TestImportWithGlanceCLI goes through the shim with python-glanceclient.
+func TestImportWithGlanceCLI(t *testing.T) {
+	g := NewWithT(t)
+	testimages.QemuImg(t, "create", "-f", "qcow2", filepath.Join(srcDir, "small.qcow2"), "16M")
+	glance := func(args ...string) string {
+		cmd := exec.Command("glance", append([]string{"--os-image-url", shimURL, "--os-auth-token", "local"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		g.Expect(err).NotTo(HaveOccurred(), string(out))
+		return string(out)
+	}
+	out := glance("task-create", "--type", "import", "--input",
+		fmt.Sprintf(`{"import_from": "%s/small.qcow2", "import_from_format": "qcow2", "image_properties": {"disk_format": "qcow2", "container_format": "bare"}}`, srcURL))
+	id := field(out, "id")
+	g.Expect(id).To(HaveLen(36), out)
+	g.Eventually(func() string { return field(glance("task-show", id), "status") }, 3*time.Minute, time.Second).Should(Equal("success"))
+	result := field(glance("task-show", id), "result") // {"image_id": "..."}
+	imageID := regexp.MustCompile(`[0-9a-f-]{36}`).FindString(result)
+	g.Expect(imageID).NotTo(BeEmpty(), result)
+	g.Expect(filepath.Join(store, imageID)).To(BeARegularFile())
+}
+
+func field(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		cols := strings.Split(line, "|")
+		if len(cols) >= 3 && strings.TrimSpace(cols[1]) == name {
+			return strings.TrimSpace(cols[2])
+		}
+	}
+	return ""
+}
+
+func TestFailuresCarryTheirReason(t *testing.T) {
+	dir := t.TempDir()
+	for _, h := range testimages.HostileCorpus(t, dir) {
+		if h.Name == "qcow2 with a backing file" {
+			data, _ := os.ReadFile(h.Path)
+			os.WriteFile(filepath.Join(srcDir, "backing.qcow2"), data, 0o644)
+		}
+	}
+	for name, tc := range map[string]struct{ url, why string }{
+		"missing-source": {srcURL + "/does-not-exist.qcow2", "answered HTTP 404 Not Found"},
+		"backing-file":   {srcURL + "/backing.qcow2", "backing file"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			task := newTask(name, tc.url, "qcow2", "raw")
+			create(t, task)
+			got := waitFor(t, task, tasksv1.TaskFailure, 3*time.Minute)
+			NewWithT(t).Expect(got.Status.Message).To(ContainSubstring(tc.why))
+			NewWithT(t).Expect(got.Status.Attempts).To(Equal(int32(1)), "a permanent failure is not retried")
+		})
+	}
+}
+
+func jobsOf(t *testing.T, task *tasksv1.ImageImportTask) []batchv1.Job {
+	var jobs batchv1.JobList
+	if err := k8s.List(context.Background(), &jobs, client.InNamespace(namespace), client.MatchingLabels{tasksv1.LabelTaskUID: string(task.UID)}); err != nil {
+		t.Fatal(err)
+	}
+	return jobs.Items
+}
+
+func podsOf(t *testing.T, task *tasksv1.ImageImportTask) []corev1.Pod {
+	var pods corev1.PodList
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(namespace), client.MatchingLabels{tasksv1.LabelTaskUID: string(task.UID)}); err != nil {
+		t.Fatal(err)
+	}
+	return pods.Items
+}
+
+func slowSource(t *testing.T, name string) string {
+	t.Helper()
+	raw := testimages.Raw(t, t.TempDir(), 24<<20)
+	data, _ := os.ReadFile(raw)
+	os.WriteFile(filepath.Join(srcDir, name), data, 0o644)
+	return srcURL + "/slow/" + name
+}
+
+func TestDeletingARunningTaskRemovesItsJobAndPod(t *testing.T) {
+	g := NewWithT(t)
+	stall.Store(true)
+	defer stall.Store(false)
+	task := newTask("delete-me", slowSource(t, "delete.raw"), "raw", "raw")
+	create(t, task)
+	waitFor(t, task, tasksv1.TaskProcessing, 2*time.Minute)
+	g.Expect(jobsOf(t, task)).To(HaveLen(1))
+	g.Expect(k8s.Delete(context.Background(), task, client.PropagationPolicy(metav1.DeletePropagationForeground))).To(Succeed())
+	g.Eventually(func() int { return len(jobsOf(t, task)) + len(podsOf(t, task)) }, 2*time.Minute, time.Second).Should(BeZero())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(task), &tasksv1.ImageImportTask{}))
+	}, time.Minute).Should(BeTrue())
+}
+
+func TestManagerKilledMidImport(t *testing.T) {
+	g := NewWithT(t)
+	stall.Store(true)
+	task := newTask("survive-restart", slowSource(t, "restart.raw"), "raw", "raw")
+	create(t, task)
+	waitFor(t, task, tasksv1.TaskProcessing, 2*time.Minute)
+	out, err := exec.Command(kubectl, "-n", "image-import-system", "delete", "pod", "-l", "control-plane=controller-manager",
+		"--grace-period=0", "--force").CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+	stall.Store(false)
+	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
+	g.Expect(jobsOf(t, task)).To(HaveLen(1), "the new manager adopted the Job")
+	g.Expect(got.Status.Attempts).To(Equal(int32(1)), "the import ran once")
+}
+
+func TestTwentyTasksAtOnce(t *testing.T) {
+	testimages.QemuImg(t, "create", "-f", "qcow2", filepath.Join(srcDir, "many.qcow2"), "32M")
+	var tasks []*tasksv1.ImageImportTask
+	for i := range 20 {
+		task := newTask(fmt.Sprintf("many-%02d", i), srcURL+"/many.qcow2", "qcow2", "raw")
+		create(t, task)
+		tasks = append(tasks, task)
+	}
+	images := map[string]bool{}
+	for _, task := range tasks {
+		got := waitFor(t, task, tasksv1.TaskSuccess, 5*time.Minute)
+		NewWithT(t).Expect(filepath.Join(store, got.Status.Result.ImageID)).To(BeARegularFile())
+		images[got.Status.Result.ImageID] = true
+	}
+	NewWithT(t).Expect(images).To(HaveLen(20), "every task stored an image of its own")
+}
