@@ -309,3 +309,30 @@ func TestTwentyTasksAtOnce(t *testing.T) {
 	}
 	NewWithT(t).Expect(images).To(HaveLen(20), "every task stored an image of its own")
 }
+
+// TestNetworkStaysOnTheMachine checks the guards hack/local-cluster/up.sh
+// sets, without sending a packet anywhere: pods cannot forward off the pod
+// network, service IPs are local, and the control plane listens only on the
+// node's own interface or loopback.
+func TestNetworkStaysOnTheMachine(t *testing.T) {
+	g := NewWithT(t)
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		out, err := exec.Command(ipt, "-t", "mangle", "-S", "FORWARD").CombinedOutput()
+		g.Expect(err).NotTo(HaveOccurred(), string(out))
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		g.Expect(lines).To(ContainElement("-A FORWARD -i iiobr0 ! -o iiobr0 -j DROP"), ipt)
+		g.Expect(lines[1]).To(Equal("-A FORWARD -i iiobr0 ! -o iiobr0 -j DROP"), "%s: the drop comes first", ipt)
+	}
+	nat, _ := exec.Command("iptables", "-t", "nat", "-S").CombinedOutput()
+	g.Expect(string(nat)).NotTo(ContainSubstring("10.244.0.0/24 -j MASQUERADE"), "pods are never masqueraded")
+	routes, _ := exec.Command("ip", "route", "show", "table", "local", "type", "local").CombinedOutput()
+	g.Expect(string(routes)).To(ContainSubstring("local 10.96.0.0/16 dev lo"))
+	listening, _ := exec.Command("ss", "-ltnH").CombinedOutput()
+	for _, port := range []string{":6443", ":10250", ":2379"} {
+		for _, line := range strings.Split(string(listening), "\n") {
+			if f := strings.Fields(line); len(f) >= 4 && strings.HasSuffix(f[3], port) {
+				g.Expect(f[3]).To(Or(HavePrefix(nodeIP+":"), HavePrefix("127.0.0.1:")), "a control-plane port open beyond the machine")
+			}
+		}
+	}
+}
