@@ -57,6 +57,8 @@ type ImageImportTaskReconciler struct {
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile makes sure a task has its Job and that its status says what the
@@ -144,6 +146,9 @@ func (r *ImageImportTaskReconciler) ensureJob(ctx context.Context, task *tasksv1
 		}
 		return job, false, err
 	}
+	if err := r.ensureImporterAccess(ctx, task); err != nil {
+		return nil, false, err
+	}
 	job = desiredJob(task, r.Importer)
 	if err := ctrl.SetControllerReference(task, job, r.Scheme); err != nil {
 		return nil, false, err
@@ -160,6 +165,21 @@ func (r *ImageImportTaskReconciler) ensureJob(ctx context.Context, task *tasksv1
 	ctrl.LoggerFrom(ctx).Info("Created Job", "job", klog.KObj(job))
 	r.Recorder.Eventf(task, job, corev1.EventTypeNormal, "JobCreated", "CreateJob", "Created Job %s", job.Name)
 	return job, false, nil
+}
+
+// ensureImporterAccess creates the import's service account and its right
+// to patch the task's status. They go with the task (owner references).
+func (r *ImageImportTaskReconciler) ensureImporterAccess(ctx context.Context, task *tasksv1.ImageImportTask) error {
+	sa, role, binding := importerAccess(task)
+	for _, obj := range []client.Object{sa, role, binding} {
+		if err := ctrl.SetControllerReference(task, obj, r.Scheme); err != nil {
+			return err
+		}
+		if err := r.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	return nil
 }
 
 // lastResult reads the import result from the termination message of the

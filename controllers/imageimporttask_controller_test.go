@@ -9,16 +9,20 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	authnv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/progress"
 )
 
 func TestJobCreatedWithExpectedSpec(t *testing.T) {
@@ -45,7 +49,8 @@ func TestJobCreatedWithExpectedSpec(t *testing.T) {
 		"--expected-sha256="+strings.Repeat("ab", 32), "--allowed-hosts=images.test"))
 	g.Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
 	g.Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
-	g.Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
+	g.Expect(pod.ServiceAccountName).To(Equal(job.Name), "the import's own service account")
+	g.Expect(c.Args).To(ContainElement("--progress-task=" + task.Namespace + "/cirros"))
 	g.Expect(pod.Volumes).To(ContainElement(HaveField("Name", "credentials")))
 
 	got := waitForStatus(t, task, tasksv1.TaskPending)
@@ -309,4 +314,44 @@ func TestMetricsServed(t *testing.T) {
 			ContainSubstring(`controller_runtime_reconcile_total{controller="imageimporttask"`),
 		))
 	}, wait).Should(Succeed())
+}
+
+// TestImporterPushesProgressWithItsOwnServiceAccount: the importer's service
+// account may patch its own task's status, and nothing else.
+func TestImporterPushesProgressWithItsOwnServiceAccount(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	task := createTask(t, sampleTask(ns, "progress"))
+	other := createTask(t, sampleTask(ns, "other"))
+	job := waitForJob(t, task)
+	waitForJob(t, other)
+
+	sa, role, binding := &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}
+	for _, obj := range []client.Object{sa, role, binding} {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: job.Name}, obj)).To(Succeed())
+		g.Expect(metav1.IsControlledBy(obj, task)).To(BeTrue(), "%T goes with the task", obj)
+	}
+	g.Expect(role.Rules[0].ResourceNames).To(Equal([]string{"progress"}))
+
+	clientset := kubernetes.NewForConfigOrDie(testCfg)
+	tr, err := clientset.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa.Name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	report := func(name string) error {
+		status, err := progress.New(testCfg.Host, testCfg.CAData, tr.Status.Token, ns, name)
+		g.Expect(err).NotTo(HaveOccurred())
+		return status.Report(ctx, progress.Progress{Phase: "Fetching", BytesDone: 50, BytesTotal: 200})
+	}
+	g.Eventually(func() error { return report("progress") }, wait).Should(Succeed()) // RBAC caches settle
+	got := &tasksv1.ImageImportTask{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got)).To(Succeed())
+	g.Expect(got.Status.Progress.Phase).To(Equal("Fetching"))
+	g.Expect(got.Status.Progress.BytesDone).To(Equal(int64(50)))
+	g.Expect(*got.Status.Progress.Percent).To(Equal(int32(25)))
+	g.Expect(report("other")).To(MatchError(ContainSubstring("HTTP 403")), "another task's status is out of reach")
+
+	// The reconciler keeps the pushed bytes when the status moves.
+	startJob(t, job)
+	got = waitForStatus(t, task, tasksv1.TaskProcessing)
+	g.Expect(got.Status.Progress.BytesDone).To(Equal(int64(50)))
 }

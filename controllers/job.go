@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -96,8 +97,11 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					RestartPolicy:                corev1.RestartPolicyNever,
-					AutomountServiceAccountToken: ptr.To(false),
+					RestartPolicy: corev1.RestartPolicyNever,
+					// The token of the import's own service account, which may
+					// patch this task's status (progress) and nothing else.
+					ServiceAccountName:           jobName(t),
+					AutomountServiceAccountToken: ptr.To(true),
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
@@ -128,6 +132,24 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 			},
 		},
 	}
+}
+
+// importerAccess is the service account an import runs as, with a Role that
+// lets it patch the status of its own task, and nothing else: how the
+// importer pushes its progress.
+func importerAccess(t *tasksv1.ImageImportTask) (*corev1.ServiceAccount, *rbacv1.Role, *rbacv1.RoleBinding) {
+	meta := metav1.ObjectMeta{Name: jobName(t), Namespace: t.Namespace, Labels: map[string]string{tasksv1.LabelTaskUID: string(t.UID)}}
+	sa := &corev1.ServiceAccount{ObjectMeta: meta}
+	role := &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{tasksv1.GroupVersion.Group}, Resources: []string{"imageimporttasks/status"},
+		ResourceNames: []string{t.Name}, Verbs: []string{"get", "patch"},
+	}}}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: meta,
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: t.Namespace}},
+	}
+	return sa, role, binding
 }
 
 // podFailurePolicy fails the Job at once when the importer reports a
@@ -166,6 +188,7 @@ func importerArgs(t *tasksv1.ImageImportTask) []string {
 		"--result-file=" + corev1.TerminationMessagePathDefault,
 		"--connect-timeout=" + strconv.Itoa(int(ptr.Deref(src.ConnectTimeoutSeconds, 30))) + "s",
 		"--idle-timeout=" + strconv.Itoa(int(ptr.Deref(src.IdleTimeoutSeconds, 60))) + "s",
+		"--progress-task=" + t.Namespace + "/" + t.Name,
 	}
 	for _, c := range src.Checksums {
 		args = append(args, "--expected-"+string(c.Algorithm)+"="+c.Value)

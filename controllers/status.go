@@ -119,7 +119,13 @@ func applyOutcome(t *tasksv1.ImageImportTask, o observation, out outcome, now ti
 	}
 	st.Message = out.message
 	setConditions(t, out)
-	st.Progress = &tasksv1.Progress{Phase: phase(st.Status)}
+	if len(taken) > 0 || st.Progress == nil {
+		// The importer pushes its own phase and bytes while it runs; the
+		// reconciler sets the phase only when the status moves.
+		p := ptr.Deref(st.Progress, tasksv1.Progress{})
+		p.Phase = phase(st.Status)
+		st.Progress = &p
+	}
 	if st.Status.Terminal() {
 		finish(t, o, now, ttl)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/imageimport/image-import-operator/internal/importer"
 	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/progress"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
 )
 
@@ -33,6 +34,7 @@ func run(args []string) int {
 		resultFile                   string
 		md5sum, sha256sum, sha512sum string
 		timeout                      time.Duration
+		progressTask                 string
 	)
 	fs.StringVar(&cfg.Source, "source", "", "URL of the image (http or https).")
 	fs.StringVar(&cfg.SourceFormat, "source-format", "", "Declared format of the source: raw, qcow2, vmdk, vhd, vhdx, vdi or iso.")
@@ -49,6 +51,7 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "Bound on connecting (TCP and TLS).")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "Fail when the source sends nothing for this long.")
 	fs.DurationVar(&timeout, "timeout", 0, "Bound on the whole import; 0 for none.")
+	fs.StringVar(&progressTask, "progress-task", "", "NAMESPACE/NAME of the ImageImportTask whose status shows the progress, with the pod's service account; stderr only when empty.")
 	cfg.Policy = urlpolicy.Default()
 	cfg.Policy.BindFlags(fs)
 	fs.Int64Var(&cfg.MaxImageSize, "max-image-size", 0, "Refuse sources of more bytes; 0 for no limit.")
@@ -73,6 +76,9 @@ func run(args []string) int {
 		}
 	}
 	cfg.Progress = &importer.JSONLines{W: os.Stderr}
+	if progressTask != "" {
+		cfg.Progress = toTaskStatus(progressTask, cfg.Progress)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -153,3 +159,38 @@ func reportPeakRSS() {
 		fmt.Fprintf(os.Stderr, "{\"peak_rss_bytes\":%d}\n", ru.Maxrss*1024)
 	}
 }
+
+// toTaskStatus adds the task's status to where progress goes. The status is
+// patched in the background, the latest progress only, so that a slow API
+// server never slows the import.
+func toTaskStatus(task string, also importer.Reporter) importer.Reporter {
+	ns, name, _ := strings.Cut(task, "/")
+	status, err := progress.InCluster(ns, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "progress stays on stderr:", err)
+		return also
+	}
+	latest := make(chan importer.Progress, 1)
+	go func() {
+		for p := range latest {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := status.Report(ctx, progress.Progress{Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal})
+			cancel()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "reporting progress:", err)
+			}
+		}
+	}()
+	return reporterFunc(func(p importer.Progress) {
+		also.Report(p)
+		select {
+		case <-latest: // drop what was not sent yet: only the newest matters
+		default:
+		}
+		latest <- p
+	})
+}
+
+type reporterFunc func(importer.Progress)
+
+func (f reporterFunc) Report(p importer.Progress) { f(p) }

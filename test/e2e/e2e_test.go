@@ -280,10 +280,20 @@ func TestDeletingARunningTaskRemovesItsJobAndPod(t *testing.T) {
 
 func TestManagerKilledMidImport(t *testing.T) {
 	g := NewWithT(t)
-	stall.Store(true)
 	task := newTask("survive-restart", slowSource(t, "restart.raw"), "raw", "raw")
 	create(t, task)
 	waitFor(t, task, tasksv1.TaskProcessing, 2*time.Minute)
+	// The importer pushes its progress into the task's status as it goes.
+	g.Eventually(func(g Gomega) {
+		got := &tasksv1.ImageImportTask{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
+		g.Expect(got.Status.Progress).NotTo(BeNil())
+		g.Expect(got.Status.Progress.BytesDone).To(BeNumerically(">", 0))
+		g.Expect(got.Status.Progress.BytesTotal).To(Equal(int64(24 << 20)))
+		g.Expect(got.Status.Progress.Percent).NotTo(BeNil())
+	}, time.Minute, time.Second).Should(Succeed())
+	stall.Store(true)
+	defer stall.Store(false)
 	out, err := exec.Command(kubectl, "-n", "image-import-system", "delete", "pod", "-l", "control-plane=controller-manager",
 		"--grace-period=0", "--force").CombinedOutput()
 	g.Expect(err).NotTo(HaveOccurred(), string(out))
