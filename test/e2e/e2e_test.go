@@ -78,6 +78,10 @@ func TestMain(m *testing.M) {
 	}
 	srcURL = "http://" + l.Addr().String()
 	go http.Serve(l, http.HandlerFunc(serveSource))
+	// Where config/samples expects its image.
+	if l8000, err := net.Listen("tcp", nodeIP+":8000"); err == nil {
+		go http.Serve(l8000, http.FileServer(http.Dir(srcDir)))
+	}
 	os.Exit(m.Run())
 }
 
@@ -345,4 +349,19 @@ func TestNetworkStaysOnTheMachine(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestTheSampleWorks applies config/samples as a user would, with its image
+// served where the sample says.
+func TestTheSampleWorks(t *testing.T) {
+	g := NewWithT(t)
+	testimages.QemuImg(t, "create", "-f", "qcow2", filepath.Join(srcDir, "cirros.qcow2"), "64M")
+	task := &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "cirros", Namespace: namespace}}
+	k8s.Delete(context.Background(), task)
+	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
+	g.Eventually(func() error {
+		return exec.Command(kubectl, "-n", namespace, "apply", "-f", filepath.Join(root, "config/samples/tasks_v1alpha1_imageimporttask.yaml")).Run()
+	}, 30*time.Second).Should(Succeed())
+	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
+	g.Expect(got.Status.Image.VirtualSize).To(Equal(int64(64 << 20)))
 }
