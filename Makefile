@@ -22,6 +22,8 @@ KUBECTL ?= $(ENVTEST_ASSETS)/kubectl
 
 GO_PACKAGES = $$(go list ./... | grep -v /test/e2e)
 
+SHELL := /bin/bash
+
 .PHONY: all
 all: build
 
@@ -63,9 +65,14 @@ $(ENVTEST_ASSETS)/kube-apiserver:
 test: manifests generate fmt vet deps setup-envtest ## Run all tests: unit, envtest integration, importer with real qemu-img.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_PACKAGES) -count=1 -coverpkg=./... -coverprofile cover.out
 
+GLANCE_PORT ?= 19292
+
 .PHONY: test-glance-compat
-test-glance-compat: manifests generate deps setup-envtest ## Replay the real-Glance transcripts against the shim and run the real Glance clients.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./internal/glance -count=1 -run 'Replay|Glanceclient|Gophercloud' -v 2>&1 | grep -E '^(=== RUN|--- |\s+---|ok|FAIL|PASS)'
+test-glance-compat: manifests generate deps setup-envtest ## Diff the shim against a real Glance (started here) and the recorded transcripts; run the real clients.
+	hack/glance/start.sh $(GLANCE_PORT)
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" GLANCE_URL=http://127.0.0.1:$(GLANCE_PORT) \
+	  go test ./internal/glance -count=1 -run 'LiveDiff|Replay|Glanceclient|Gophercloud' -v 2>&1 | grep -E '^(--- |\s+--- FAIL|ok|FAIL|PASS)|differs|shim:|glance:'; \
+	  status=$${PIPESTATUS[0]}; hack/glance/stop.sh $(GLANCE_PORT); exit $$status
 
 .PHONY: check-generated
 check-generated: manifests generate ## Fail when generated files differ from what is committed.

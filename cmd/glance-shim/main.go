@@ -71,7 +71,7 @@ func run() error {
 	if err := glance.AddIndexes(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
-	srv := &glance.Server{Reader: mgr.GetClient(), Writer: mgr.GetClient(), URLPolicy: compiled, Log: log}
+	srv := &glance.Server{Cache: mgr.GetCache(), Writer: mgr.GetClient(), URLPolicy: compiled, Log: log}
 	switch authMode {
 	case "keystone-headers":
 		srv.Auth = glance.NewKeystoneHeaders(glance.Policy(access), wwwAuth)

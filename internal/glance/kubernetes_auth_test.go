@@ -32,7 +32,7 @@ func TestKubernetesAuth(t *testing.T) {
 
 	compiled, _ := urlpolicy.Compile(urlpolicy.Policy{AllowedSchemes: []string{"http"}, AllowedHosts: []string{"127.0.0.1"}})
 	srv := &Server{
-		Reader: taskCache, Writer: k8sClient,
+		Cache: taskCache, Writer: k8sClient,
 		Auth:       &Kubernetes{Client: k8sClient, DefaultProject: ns.Name},
 		Namespaces: NamespaceTemplate("{project}"),
 		URLPolicy:  compiled,

@@ -131,26 +131,21 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, id *Identity, _ st
 		e.write(w, r)
 		return
 	}
-	var all tasksv1.ImageImportTaskList
-	opts := []client.ListOption{}
 	seesAll := s.Auth.SeesAll(ctx, id)
-	if !seesAll {
-		opts = append(opts, client.MatchingFields{indexOwner: id.ProjectID})
-	}
-	if err := s.Reader.List(ctx, &all, opts...); err != nil {
+	all, err := s.visibleTasks(ctx, id, seesAll)
+	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	tasks := make([]task, 0, len(all.Items))
-	for i := range all.Items {
-		if all.Items[i].Annotations[annotationOwner] != "" {
-			tasks = append(tasks, taskOf(&all.Items[i]))
+	rows := make([]row, 0, len(all))
+	for _, t := range all {
+		if owner := t.Annotations[annotationOwner]; owner != "" && (seesAll || owner == id.ProjectID) {
+			rows = append(rows, newRow(t, q.sortKey))
 		}
 	}
-	sortTasks(tasks, q.sortKey, q.desc)
-	start := 0
+	var after *row
 	if q.marker != "" {
-		i := slices.IndexFunc(tasks, func(t task) bool { return t.id == q.marker })
+		i := slices.IndexFunc(rows, func(r row) bool { return r.id == q.marker })
 		if i < 0 {
 			if !seesAll && s.existsElsewhere(r, q.marker) {
 				newError(http.StatusForbidden, "Forbidding request, task "+q.marker+" is not visible").write(w, r)
@@ -159,18 +154,13 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, id *Identity, _ st
 			newError(http.StatusBadRequest, "Task with the given id "+q.marker+" was not found").write(w, r)
 			return
 		}
-		start = i + 1
+		after = &rows[i]
 	}
 	page := []any{}
 	var last string
-	for _, t := range tasks[start:] {
-		if len(page) == q.limit {
-			break
-		}
-		if t.matches(q.filters) {
-			page = append(page, t.stub())
-			last = t.id
-		}
+	for _, t := range firstAfter(rows, after, q) {
+		page = append(page, t.stub())
+		last = t.id
 	}
 	body := object{{"tasks", page}, {"first", listLink(q.params, "")}, {"schema", "/v2/schemas/tasks"}}
 	if len(page) > 0 && len(page) == q.limit {
@@ -181,7 +171,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, id *Identity, _ st
 
 func (s *Server) existsElsewhere(r *http.Request, taskID string) bool {
 	var list tasksv1.ImageImportTaskList
-	err := s.Reader.List(r.Context(), &list, client.MatchingFields{indexUID: taskID})
+	err := s.Cache.List(r.Context(), &list, client.MatchingFields{indexUID: taskID})
 	return err == nil && len(list.Items) > 0
 }
 
@@ -194,28 +184,73 @@ func (t task) matches(filters map[string]string) bool {
 	return true
 }
 
-// sortTasks orders as Glance's query: by the key, then created_at, then id,
-// all in the same direction.
-func sortTasks(tasks []task, key string, desc bool) {
-	keys := []string{key}
-	for _, k := range []string{"created_at", "id"} {
-		if k != key {
-			keys = append(keys, k)
+// row is a task with the values Glance orders by: the sort key, then
+// created_at, then id, all in the same direction. The Glance view of a task
+// is built only for what a page shows (or a filter needs).
+type row struct {
+	obj     *tasksv1.ImageImportTask
+	id      string
+	key     string
+	keyTime int64 // for time keys
+	created int64
+}
+
+func newRow(t *tasksv1.ImageImportTask, sortKey string) row {
+	r := row{obj: t, id: string(t.UID), created: t.CreationTimestamp.UnixNano()}
+	switch sortKey {
+	case "created_at":
+		r.keyTime = r.created
+	case "id":
+		r.key = r.id
+	default:
+		v := taskOf(t)
+		if sortKey == "updated_at" || sortKey == "expires_at" {
+			if sortKey == "updated_at" {
+				r.keyTime = v.updatedAt.UnixNano()
+			} else if v.expiresAt != nil {
+				r.keyTime = v.expiresAt.UnixNano()
+			}
+		} else {
+			r.key, _ = v.column(sortKey)
 		}
 	}
-	slices.SortStableFunc(tasks, func(a, b task) int {
-		for _, k := range keys {
-			x, _ := a.column(k)
-			y, _ := b.column(k)
-			if c := cmp.Compare(x, y); c != 0 {
-				if desc {
-					return -c
-				}
-				return c
-			}
+	return r
+}
+
+func (a row) compare(b row, desc bool) int {
+	c := cmp.Or(cmp.Compare(a.key, b.key), cmp.Compare(a.keyTime, b.keyTime), cmp.Compare(a.created, b.created), cmp.Compare(a.id, b.id))
+	if desc {
+		return -c
+	}
+	return c
+}
+
+// firstAfter returns, in order, the first limit tasks that come after the
+// marker row (keyset pagination, as Glance's query) and match the filters.
+// It keeps only limit rows sorted, not the whole list: O(n log limit).
+func firstAfter(rows []row, after *row, q *listQuery) []task {
+	var best []row // sorted, at most q.limit
+	for _, r := range rows {
+		if after != nil && r.compare(*after, q.desc) <= 0 {
+			continue
 		}
-		return 0
-	})
+		if len(best) == q.limit && (q.limit == 0 || r.compare(best[len(best)-1], q.desc) >= 0) {
+			continue
+		}
+		if len(q.filters) > 0 && !taskOf(r.obj).matches(q.filters) {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(best, r, func(x, y row) int { return x.compare(y, q.desc) })
+		best = slices.Insert(best, i, r)
+		if len(best) > q.limit {
+			best = best[:q.limit]
+		}
+	}
+	out := make([]task, len(best))
+	for i, r := range best {
+		out[i] = taskOf(r.obj)
+	}
+	return out
 }
 
 // listLink is /v2/tasks with the request's parameters but marker, in their

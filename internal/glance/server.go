@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,8 +23,8 @@ import (
 
 // Server serves the Glance v2 tasks API.
 type Server struct {
-	// Reader reads tasks from a cache with the indexes of AddIndexes.
-	Reader client.Reader
+	// Cache holds the tasks, with the indexes of AddIndexes.
+	Cache cache.Cache
 	// Writer creates tasks.
 	Writer     client.Writer
 	Auth       Auth
@@ -210,7 +211,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 // find returns the task with the id visible to the caller, or nil.
 func (s *Server) find(ctx context.Context, id *Identity, taskID string) (*tasksv1.ImageImportTask, error) {
 	var list tasksv1.ImageImportTaskList
-	if err := s.Reader.List(ctx, &list, client.MatchingFields{indexUID: strings.ToLower(taskID)}); err != nil {
+	if err := s.Cache.List(ctx, &list, client.MatchingFields{indexUID: strings.ToLower(taskID)}); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {
@@ -225,4 +226,49 @@ func (s *Server) find(ctx context.Context, id *Identity, taskID string) (*tasksv
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
 	s.Log.Error(err, "Request failed", "method", r.Method, "path", r.URL.Path)
 	newError(http.StatusInternalServerError, serverErrorText).write(w, r)
+}
+
+// visibleTasks are the tasks the caller may list: a project's own come from
+// the owner index; an admin's, every task, straight from the informer.
+func (s *Server) visibleTasks(ctx context.Context, id *Identity, seesAll bool) ([]*tasksv1.ImageImportTask, error) {
+	if seesAll {
+		return s.cachedTasks(ctx)
+	}
+	var list tasksv1.ImageImportTaskList
+	err := s.Cache.List(ctx, &list, client.MatchingFields{indexOwner: id.ProjectID}, client.UnsafeDisableDeepCopy)
+	out := make([]*tasksv1.ImageImportTask, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, err
+}
+
+// cachedTasks lists the cached tasks without copying them: the list view
+// reads every task, and a copy of 10,000 on each request would dominate it.
+// The tasks are shared with the cache and must not be modified.
+func (s *Server) cachedTasks(ctx context.Context) ([]*tasksv1.ImageImportTask, error) {
+	informer, err := s.Cache.GetInformer(ctx, &tasksv1.ImageImportTask{})
+	if err != nil {
+		return nil, err
+	}
+	indexed, ok := informer.(interface{ GetIndexer() toolscache.Indexer })
+	if !ok {
+		var list tasksv1.ImageImportTaskList
+		if err := s.Cache.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		out := make([]*tasksv1.ImageImportTask, len(list.Items))
+		for i := range list.Items {
+			out[i] = &list.Items[i]
+		}
+		return out, nil
+	}
+	objs := indexed.GetIndexer().List()
+	out := make([]*tasksv1.ImageImportTask, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(*tasksv1.ImageImportTask); ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }

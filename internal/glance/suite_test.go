@@ -95,7 +95,7 @@ func newShim(t *testing.T, policy Policy) *shim {
 		t.Fatal(err)
 	}
 	srv := &Server{
-		Reader: taskCache, Writer: k8sClient,
+		Cache: taskCache, Writer: k8sClient,
 		Auth:       NewKeystoneHeaders(policy, "http://127.0.0.1:5000/v3"),
 		Namespaces: SingleNamespace(ns.Name),
 		URLPolicy:  compiled,
