@@ -11,8 +11,10 @@ PORT=${1:-19292}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DIR=${2:-$ROOT/bin/real-glance/run-$PORT}
 
-if ! command -v glance-api >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends glance-api >/dev/null
+if ! command -v glance-api >/dev/null || ! command -v curl >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends glance-api curl >/dev/null
 fi
 "$(dirname "$0")/stop.sh" "$PORT" "$DIR" >/dev/null
 rm -rf "$DIR"
