@@ -96,9 +96,11 @@ func run() error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("readyz", func(*http.Request) error {
-		if !mgr.GetCache().WaitForCacheSync(context.Background()) {
-			return errors.New("cache not synced")
+	if err := mgr.AddReadyzCheck("readyz", func(r *http.Request) error {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("the task cache has not synced")
 		}
 		return nil
 	}); err != nil {
