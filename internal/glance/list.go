@@ -139,7 +139,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, id *Identity, _ st
 	}
 	rows := make([]row, 0, len(all))
 	for _, t := range all {
-		if owner := t.Annotations[annotationOwner]; owner != "" && (seesAll || owner == id.ProjectID) {
+		if t.Annotations[annotationOwner] != "" { // visibleTasks has kept the caller's own
 			rows = append(rows, newRow(t, q.sortKey))
 		}
 	}
@@ -177,7 +177,7 @@ func (s *Server) existsElsewhere(r *http.Request, taskID string) bool {
 
 func (t task) matches(filters map[string]string) bool {
 	for col, want := range filters {
-		if got, _ := t.column(col); got != want {
+		if t.column(col) != want {
 			return false
 		}
 	}
@@ -202,17 +202,14 @@ func newRow(t *tasksv1.ImageImportTask, sortKey string) row {
 		r.keyTime = r.created
 	case "id":
 		r.key = r.id
-	default:
-		v := taskOf(t)
-		if sortKey == "updated_at" || sortKey == "expires_at" {
-			if sortKey == "updated_at" {
-				r.keyTime = v.updatedAt.UnixNano()
-			} else if v.expiresAt != nil {
-				r.keyTime = v.expiresAt.UnixNano()
-			}
-		} else {
-			r.key, _ = v.column(sortKey)
+	case "updated_at":
+		r.keyTime = taskOf(t).updatedAt.UnixNano()
+	case "expires_at":
+		if e := taskOf(t).expiresAt; e != nil {
+			r.keyTime = e.UnixNano()
 		}
+	default:
+		r.key = taskOf(t).column(sortKey)
 	}
 	return r
 }

@@ -71,9 +71,6 @@ func inputOf(t *tasksv1.ImageImportTask) rawJSON {
 	return rawJSON(encodePy(o, false))
 }
 
-// sortableTime orders as its strings do.
-const sortableTime = "2006-01-02T15:04:05.000000000Z"
-
 // glanceTime is Glance's isotime(): seconds, UTC, Z.
 func glanceTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
 
@@ -114,35 +111,25 @@ func (v task) stub() object {
 }
 
 // column is the value of a Glance task column, for sorting and filtering.
-func (v task) column(name string) (string, bool) {
+// Time columns are ordered by their times (see newRow), not by text.
+func (v task) column(name string) string {
 	switch name {
 	case "id":
-		return v.id, true
+		return v.id
 	case "type":
-		return v.typ, true
+		return v.typ
 	case "status":
-		return v.status, true
+		return v.status
 	case "owner":
-		return v.owner, true
+		return v.owner
 	case "image_id":
-		return v.imageID, true
+		return v.imageID
 	case "request_id":
-		return v.requestID, true
+		return v.requestID
 	case "user_id":
-		return v.userID, true
-	case "created_at":
-		return v.createdAt.UTC().Format(sortableTime), true
-	case "updated_at":
-		return v.updatedAt.UTC().Format(sortableTime), true
-	case "expires_at":
-		if v.expiresAt == nil {
-			return "", true
-		}
-		return v.expiresAt.UTC().Format(sortableTime), true
-	case "deleted_at":
-		return "", true
+		return v.userID
 	case "deleted":
-		return "0", true
+		return "0"
 	}
-	return "", false
+	return "" // deleted_at: never set on a listed task
 }

@@ -6,6 +6,7 @@ package importresult
 import (
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 )
 
 // MaxSize is the kubelet's limit on a termination message.
@@ -80,6 +81,10 @@ func Marshal(r Result) ([]byte, error) {
 		if over >= len(r.Error) {
 			return nil, fmt.Errorf("import result does not fit in %d bytes", MaxSize)
 		}
-		r.Error = r.Error[:len(r.Error)-over] + "…"
+		cut := len(r.Error) - over
+		for cut > 0 && !utf8.RuneStart(r.Error[cut]) { // never split a character
+			cut--
+		}
+		r.Error = r.Error[:cut] + "…"
 	}
 }

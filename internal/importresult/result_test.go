@@ -3,10 +3,11 @@ package importresult
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestMarshalFitsTheTerminationMessage(t *testing.T) {
-	long := Result{Reason: ReasonUnsafeImage, Error: strings.Repeat("x", 10*MaxSize)}
+	long := Result{Reason: ReasonUnsafeImage, Error: strings.Repeat("é", 10*MaxSize)}
 	b, err := Marshal(long)
 	if err != nil {
 		t.Fatal(err)
@@ -15,7 +16,7 @@ func TestMarshalFitsTheTerminationMessage(t *testing.T) {
 		t.Fatalf("Marshal gave %d bytes, more than %d", len(b), MaxSize)
 	}
 	r, err := Parse(string(b))
-	if err != nil || r.Reason != ReasonUnsafeImage || !strings.HasSuffix(r.Error, "…") {
+	if err != nil || r.Reason != ReasonUnsafeImage || !strings.HasSuffix(r.Error, "…") || strings.ContainsRune(r.Error, utf8.RuneError) {
 		t.Fatalf("Parse(Marshal()) = %+v, %v", r, err)
 	}
 }
