@@ -38,6 +38,10 @@ type Config struct {
 
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration
+	// A download that averages fewer than MinTransferRate bytes/s over any
+	// TransferRateWindow fails as a timeout; 0: no minimum (see ratewatch.go).
+	MinTransferRate    int64
+	TransferRateWindow time.Duration
 
 	Policy         urlpolicy.Policy
 	MaxImageSize   int64 // bytes of source; 0: no limit
