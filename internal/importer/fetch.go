@@ -29,7 +29,8 @@ const (
 
 // fetcher downloads the source: through the URL policy (checked on the
 // URL, on every redirect, and on every address dialled), with connect and
-// idle timeouts, resuming with Range requests after a dropped connection.
+// idle timeouts and a minimum transfer rate, resuming with Range requests
+// after a dropped connection.
 type fetcher struct {
 	cfg    *Config
 	policy *urlpolicy.Compiled
@@ -139,9 +140,9 @@ func (f *fetcher) fetch(ctx context.Context, u *url.URL, sink *fanout, track *tr
 		resumable bool
 	)
 	for attempt := 0; ; attempt++ {
-		resp, idle, err := f.get(ctx, u, got, validator)
+		resp, watch, err := f.get(ctx, u, got, validator)
 		if err != nil {
-			return fetched{}, f.classify(ctx, u, err, idle)
+			return fetched{}, f.classify(ctx, u, err, watch)
 		}
 		if got == 0 {
 			total = resp.ContentLength
@@ -161,7 +162,7 @@ func (f *fetcher) fetch(ctx context.Context, u *url.URL, sink *fanout, track *tr
 		}
 		n, err := sink.ReadFrom(limitReader(resp.Body, remaining))
 		resp.Body.Close()
-		idle.stop()
+		watch.stop()
 		got += n
 		var se *sinkError
 		switch {
@@ -174,25 +175,26 @@ func (f *fetcher) fetch(ctx context.Context, u *url.URL, sink *fanout, track *tr
 		case err == nil:
 			err = fmt.Errorf("the connection closed after %d of %d bytes", got, total)
 		}
-		if !resumable || attempt >= maxResumes || ctx.Err() != nil || idle.fired.Load() {
-			return fetched{}, f.classify(ctx, u, err, idle)
+		if !resumable || attempt >= maxResumes || ctx.Err() != nil || watch.fired() {
+			return fetched{}, f.classify(ctx, u, err, watch)
 		}
 		select {
 		case <-ctx.Done():
-			return fetched{}, f.classify(ctx, u, ctx.Err(), idle)
+			return fetched{}, f.classify(ctx, u, ctx.Err(), watch)
 		case <-time.After(resumeDelay):
 		}
 	}
 }
 
 // get sends one request, from byte offset on, and checks the answer.
-func (f *fetcher) get(ctx context.Context, u *url.URL, offset int64, validator string) (*http.Response, *idleTimer, error) {
+func (f *fetcher) get(ctx context.Context, u *url.URL, offset int64, validator string) (*http.Response, *watchdog, error) {
 	reqCtx, cancel := context.WithCancel(ctx)
-	idle := newIdleTimer(f.cfg.IdleTimeout, cancel)
+	watch := &watchdog{idle: newIdleTimer(f.cfg.IdleTimeout, cancel)}
 	req, err := http.NewRequestWithContext(reqCtx, http.MethodGet, u.String(), nil)
 	if err != nil {
+		watch.stop()
 		cancel()
-		return nil, idle, permanent(importresult.ReasonURLRefused, err, "The URL %s is not valid.", redact(u))
+		return nil, watch, permanent(importresult.ReasonURLRefused, err, "The URL %s is not valid.", redact(u))
 	}
 	req.Header.Set("User-Agent", "image-import-operator")
 	f.auth(req)
@@ -202,29 +204,32 @@ func (f *fetcher) get(ctx context.Context, u *url.URL, offset int64, validator s
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
-		idle.stop()
+		watch.stop()
 		cancel()
-		return nil, idle, err
+		return nil, watch, err
 	}
-	resp.Body = &idleReader{r: resp.Body, idle: idle, cancel: cancel}
+	// The rate is measured from the headers on: connecting and waiting for
+	// an answer have their own timeouts.
+	watch.rate = newRateWatch(f.cfg.MinTransferRate, f.cfg.TransferRateWindow, cancel)
+	resp.Body = &watchedBody{r: resp.Body, watch: watch, cancel: cancel}
 	switch {
 	case offset > 0 && resp.StatusCode != http.StatusPartialContent:
 		resp.Body.Close()
-		return nil, idle, transient(importresult.ReasonNetworkError, nil,
+		return nil, watch, transient(importresult.ReasonNetworkError, nil,
 			"The source changed or stopped serving ranges while the import resumed (HTTP %d).", resp.StatusCode)
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return resp, idle, nil
+		return resp, watch, nil
 	}
 	resp.Body.Close()
 	status := strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 	if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests {
-		return nil, idle, permanent(importresult.ReasonSourceError, nil, "The source %s answered HTTP %s.", redact(u), status)
+		return nil, watch, permanent(importresult.ReasonSourceError, nil, "The source %s answered HTTP %s.", redact(u), status)
 	}
-	return nil, idle, transient(importresult.ReasonNetworkError, nil, "The source %s answered HTTP %s.", redact(u), status)
+	return nil, watch, transient(importresult.ReasonNetworkError, nil, "The source %s answered HTTP %s.", redact(u), status)
 }
 
 // classify turns a network error into a Failure.
-func (f *fetcher) classify(ctx context.Context, u *url.URL, err error, idle *idleTimer) *Failure {
+func (f *fetcher) classify(ctx context.Context, u *url.URL, err error, watch *watchdog) *Failure {
 	var fl *Failure
 	var dnsErr *net.DNSError
 	var certErr *tls.CertificateVerificationError
@@ -233,8 +238,13 @@ func (f *fetcher) classify(ctx context.Context, u *url.URL, err error, idle *idl
 		return fl
 	case errors.Is(err, urlpolicy.ErrRefused):
 		return permanent(importresult.ReasonURLRefused, err, "The source %s is refused by the import URL policy: %s.", redact(u), detail(unwrapRefusal(err)))
-	case idle != nil && idle.fired.Load():
+	case watch != nil && watch.idle.fired.Load():
 		return transient(importresult.ReasonTimeout, err, "The source %s sent nothing for %s.", redact(u), f.cfg.IdleTimeout)
+	case watch != nil && watch.slow():
+		_, bytes, elapsed := watch.rate.tooSlow()
+		return transient(importresult.ReasonTimeout, err,
+			"The source %s sent %d bytes in %s, below the minimum transfer rate of %d bytes/s averaged over %s.",
+			redact(u), bytes, elapsed.Round(time.Second/10), f.cfg.MinTransferRate, f.cfg.TransferRateWindow)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return transient(importresult.ReasonTimeout, err, "The import did not finish within its time limit.")
 	case errors.As(err, &certErr):
@@ -318,22 +328,43 @@ func newIdleTimer(d time.Duration, cancel context.CancelFunc) *idleTimer {
 func (t *idleTimer) reset() { t.timer.Reset(t.d) }
 func (t *idleTimer) stop()  { t.timer.Stop() }
 
-type idleReader struct {
+// watchdog is what cancels one request of a source that stalls (idle
+// timeout) or trickles (minimum transfer rate).
+type watchdog struct {
+	idle *idleTimer
+	rate *rateWatch // nil: no minimum rate, or no body yet
+}
+
+func (w *watchdog) fired() bool { return w.idle.fired.Load() || w.slow() }
+
+func (w *watchdog) slow() bool {
+	slow, _, _ := w.rate.tooSlow()
+	return slow
+}
+
+func (w *watchdog) stop() {
+	w.idle.stop()
+	w.rate.stop()
+}
+
+// watchedBody feeds the watchdog with every byte of a response body.
+type watchedBody struct {
 	r      io.ReadCloser
-	idle   *idleTimer
+	watch  *watchdog
 	cancel context.CancelFunc
 }
 
-func (r *idleReader) Read(p []byte) (int, error) {
+func (r *watchedBody) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	if n > 0 {
-		r.idle.reset()
+		r.watch.idle.reset()
+		r.watch.rate.add(n)
 	}
 	return n, err
 }
 
-func (r *idleReader) Close() error {
-	r.idle.stop()
+func (r *watchedBody) Close() error {
+	r.watch.stop()
 	err := r.r.Close()
 	r.cancel()
 	return err
