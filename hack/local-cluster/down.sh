@@ -52,7 +52,7 @@ for ipt in iptables ip6tables; do
 done
 ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
 ip link show "$NODE_IF" >/dev/null 2>&1 && ip link del "$NODE_IF"
-ip route show table local type local | grep -q "^local $SERVICE_CIDR" && ip route del local "$SERVICE_CIDR" dev lo
+grep -q "^local $SERVICE_CIDR " <<<"$(ip route show table local type local)" && ip route del local "$SERVICE_CIDR" dev lo
 for n in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns del "$n"; done
 if [[ -f $STATE/ip_forward.orig ]]; then
   sysctl -qw net.ipv4.ip_forward="$(cat "$STATE/ip_forward.orig")"
