@@ -25,9 +25,11 @@ start() { # name command...
 
 network() {
   ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type bridge
-  ip addr show dev "$NODE_IF" | grep -q "inet $NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
+  # Never `cmd | grep -q` under pipefail: grep exits at the first match, cmd may get SIGPIPE and the
+  # pipeline then fails at random.
+  grep -q "inet $NODE_IP/32" <<<"$(ip addr show dev "$NODE_IF")" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
   ip link set "$NODE_IF" up
-  ip route show table local type local | grep -q "^local $SERVICE_CIDR" || ip route add local "$SERVICE_CIDR" dev lo
+  grep -q "^local $SERVICE_CIDR " <<<"$(ip route show table local type local)" || ip route add local "$SERVICE_CIDR" dev lo
   for ipt in iptables ip6tables; do
     $ipt -t mangle -C FORWARD -i "$BRIDGE" ! -o "$BRIDGE" -j DROP 2>/dev/null ||
       $ipt -t mangle -I FORWARD 1 -i "$BRIDGE" ! -o "$BRIDGE" -j DROP
