@@ -97,9 +97,11 @@ func (f *fetcher) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
 		return permanent(importresult.ReasonSourceError, nil, "The source redirected more than %d times.", maxRedirects)
 	}
-	if _, err := f.policy.CheckURL(req.URL.String()); err != nil {
+	checked, err := f.policy.CheckURL(req.URL.String())
+	if err != nil {
 		return permanent(importresult.ReasonURLRefused, err, "Redirect to disallowed URL: %s (%s).", redact(req.URL), detail(err))
 	}
+	req.URL.Host = checked.Host // the host as checked: IDNA-mapped, as net/http would dial it anyway
 	if origin(req.URL) != origin(via[0].URL) {
 		req.Header.Del("Authorization")
 	}

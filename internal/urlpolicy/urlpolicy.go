@@ -5,10 +5,17 @@
 //
 //   - numeric and shorthand IPv4 forms (2130706433, 0x7f000001, 127.1) are
 //     refused, as in Glance;
+//   - host names are compared as the HTTP client resolves them: IDNA-mapped
+//     (a fullwidth "ｌocalhost" is localhost), case-folded, without the
+//     trailing dot (hostname.go);
 //   - the address actually dialled is checked (CheckAddr, from Dialer), so a
 //     name that resolves, or re-resolves, into a refused range is refused;
-//   - loopback, link-local, unspecified, multicast and cloud metadata
-//     addresses are refused unless an allowed-hosts IP or CIDR covers them.
+//   - loopback, link-local, unspecified, multicast, reserved and cloud
+//     metadata addresses are refused unless an allowed-hosts IP or CIDR
+//     covers them, and so are IPv6 addresses that carry an IPv4 address a
+//     translator would deliver to (NAT64, 6to4, Teredo, IPv4-compatible,
+//     SIIT), except NAT64's well-known prefix with an acceptable IPv4
+//     address inside (ranges.go).
 //
 // The shim checks URLs at create time and the importer at fetch time and on
 // every redirect; both use this package.
@@ -48,28 +55,14 @@ func Default() Policy {
 	return Policy{AllowedSchemes: []string{"http", "https"}, AllowedPorts: []int{80, 443}}
 }
 
-// Compiled is a Policy ready to check URLs and addresses.
+// Compiled is a Policy ready to check URLs and addresses. Name entries are
+// kept in canonical form (canonicalHost).
 type Compiled struct {
 	policy       Policy
 	allowedNames []string
 	allowedNets  []netip.Prefix
 	deniedNames  []string
 	deniedNets   []netip.Prefix
-}
-
-// alwaysRefused are ranges no import should reach unless an operator lets
-// them in by IP or CIDR in allowed hosts.
-var alwaysRefused = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network", unspecified
-	netip.MustParsePrefix("127.0.0.0/8"),    // loopback
-	netip.MustParsePrefix("169.254.0.0/16"), // link-local, cloud metadata 169.254.169.254
-	netip.MustParsePrefix("224.0.0.0/4"),    // multicast
-	netip.MustParsePrefix("255.255.255.255/32"),
-	netip.MustParsePrefix("::/128"),            // unspecified
-	netip.MustParsePrefix("::1/128"),           // loopback
-	netip.MustParsePrefix("fe80::/10"),         // link-local
-	netip.MustParsePrefix("ff00::/8"),          // multicast
-	netip.MustParsePrefix("fd00:ec2::254/128"), // AWS metadata over IPv6
 }
 
 // Compile checks a policy's entries.
@@ -106,20 +99,24 @@ func parseHosts(entries []string) (names []string, nets []netip.Prefix, err erro
 				nets = append(nets, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 				continue
 			}
-			names = append(names, normalizeName(e))
+			name, err := normalizeName(e)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%q is not a host name: %v", e, err)
+			}
+			names = append(names, name)
 		}
 	}
 	return names, nets, nil
 }
-
-func normalizeName(h string) string { return strings.TrimSuffix(strings.ToLower(h), ".") }
 
 // numericHost matches hosts made only of numbers, in any base, and dots:
 // forms that some resolvers read as IPv4 addresses (2130706433, 0x7f000001,
 // 127.1, 0177.0.0.1) but that are no canonical address.
 var numericHost = regexp.MustCompile(`^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*$`)
 
-// CheckURL checks a URL's scheme, host and port, without resolving it.
+// CheckURL checks a URL's scheme, host and port, without resolving it. The
+// URL it returns has its host in the form that was checked: ASCII, as the
+// client will look it up.
 func (c *Compiled) CheckURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -132,11 +129,19 @@ func (c *Compiled) CheckURL(raw string) (*url.URL, error) {
 	if host == "" {
 		return nil, refuse("the URL has no host")
 	}
-	if err := c.checkHost(host); err != nil {
+	dial, err := c.checkHost(host)
+	if err != nil {
 		return nil, err
 	}
 	if err := c.checkPort(u.Port()); err != nil {
 		return nil, err
+	}
+	if dial != host {
+		if port := u.Port(); port != "" {
+			u.Host = net.JoinHostPort(dial, port)
+		} else {
+			u.Host = dial
+		}
 	}
 	return u, nil
 }
@@ -154,29 +159,46 @@ func (c *Compiled) checkScheme(scheme string) error {
 	return nil
 }
 
-func (c *Compiled) checkHost(host string) error {
+// checkHost checks a URL's host (Hostname: no brackets, escapes decoded)
+// and returns it as the client will dial it.
+func (c *Compiled) checkHost(host string) (string, error) {
 	if strings.Contains(host, "%") {
-		return refuse("host %q has an IPv6 zone", host)
+		return "", refuse("host %q has an IPv6 zone", host)
 	}
 	if addr, err := netip.ParseAddr(host); err == nil {
-		if c.hasAllowList() && !containsAddr(c.allowedNets, addr.Unmap()) {
-			return refuse("address %s is not in the allowed hosts", addr)
-		}
-		return c.CheckAddr(addr)
+		return host, c.checkLiteral(addr)
 	}
-	name := normalizeName(host)
+	dial, name, err := canonicalHost(host)
+	if err != nil {
+		return "", refuse("host %q is not a valid host name: %v", host, err)
+	}
+	shown := strconv.Quote(host)
+	if name != strings.ToLower(strings.TrimSuffix(host, ".")) {
+		shown += " (" + name + ")" // say what an odd spelling stands for
+	}
+	if addr, err := netip.ParseAddr(name); err == nil { // "１２７.０.０.１"
+		return dial, c.checkLiteral(addr)
+	}
 	if numericHost.MatchString(name) {
-		return refuse("host %q is a numeric or shorthand address; write the IP address in full", host)
+		return "", refuse("host %s is a numeric or shorthand address; write the IP address in full", shown)
 	}
 	switch {
 	case c.hasAllowList():
 		if !slices.Contains(c.allowedNames, name) {
-			return refuse("host %q is not in the allowed hosts", host)
+			return "", refuse("host %s is not in the allowed hosts", shown)
 		}
 	case slices.Contains(c.deniedNames, name):
-		return refuse("host %q is disallowed", host)
+		return "", refuse("host %s is disallowed", shown)
 	}
-	return nil
+	return dial, nil
+}
+
+// checkLiteral checks an IP address written in the URL.
+func (c *Compiled) checkLiteral(addr netip.Addr) error {
+	if c.hasAllowList() && !containsAddr(c.allowedNets, addr.Unmap()) {
+		return refuse("address %s is not in the allowed hosts", addr)
+	}
+	return c.CheckAddr(addr)
 }
 
 func (c *Compiled) checkPort(port string) error {
@@ -197,21 +219,41 @@ func (c *Compiled) checkPort(port string) error {
 }
 
 // CheckAddr checks an IP address: a literal of the URL or, at connect
-// time, the address a name resolved to.
+// time, the address a name resolved to. An IPv4-mapped address is its IPv4
+// address; an address in a range that carries an IPv4 address is refused,
+// or, for NAT64's well-known prefix, checked with the IPv4 address inside.
+// An allowed-hosts IP or CIDR that covers the address as written lets it in
+// whatever it is: that is the operator's explicit choice.
 func (c *Compiled) CheckAddr(addr netip.Addr) error {
 	addr = addr.Unmap()
 	if addr.Zone() != "" {
 		return refuse("address %s has an IPv6 zone", addr)
 	}
-	allowed := containsAddr(c.allowedNets, addr)
-	if !allowed && containsAddr(alwaysRefused, addr) {
-		return refuse("address %s is loopback, link-local, unspecified, multicast or a metadata service", addr)
+	if containsAddr(c.allowedNets, addr) {
+		return nil
+	}
+	if containsAddr(alwaysRefused, addr) {
+		return refuse("address %s is %s", addr, special)
+	}
+	if e, v4, ok := embeddedIPv4(addr); ok {
+		switch {
+		case !e.checked:
+			return refuse("address %s is %s, carrying %s; IPv6 addresses that carry an IPv4 address are refused, except NAT64's 64:ff9b::/96", addr, e.name, v4)
+		case containsAddr(alwaysRefused, v4):
+			return refuse("address %s is %s for %s, which is %s", addr, e.name, v4, special)
+		case containsAddr(notGlobalV4, v4):
+			return refuse("address %s is %s for %s, which is not globally reachable", addr, e.name, v4)
+		case !c.hasAllowList() && containsAddr(c.deniedNets, v4):
+			return refuse("address %s is %s for %s, which is disallowed", addr, e.name, v4)
+		}
 	}
 	if !c.hasAllowList() && containsAddr(c.deniedNets, addr) {
 		return refuse("address %s is disallowed", addr)
 	}
 	return nil
 }
+
+const special = "loopback, link-local, unspecified, multicast, reserved or a metadata service"
 
 // hasAllowList: as in Glance, an allow list makes the deny list moot.
 func (c *Compiled) hasAllowList() bool { return len(c.allowedNames)+len(c.allowedNets) > 0 }
