@@ -7,9 +7,16 @@
 //   - the bytes must be exactly one format: a file that is valid as two (an
 //     ISO that is also a qcow2, say) is refused;
 //   - qcow2: no backing file, no external data file (CVE-2024-32498), no
-//     encryption, no unknown incompatible feature, metadata inside the file;
+//     encryption, no unknown incompatible feature, metadata inside the file,
+//     and no L2 table or data cluster referenced twice or overlapping the
+//     metadata (a small file must not expand to a large disk);
 //   - vmdk: a single monolithic extent (monolithicSparse or streamOptimized)
-//     only, never a descriptor naming other files (CVE-2022-47951);
+//     only, never a descriptor naming other files (CVE-2022-47951), read as
+//     QEMU 7.2 reads it: capacity 0, a second "createType" substring, any
+//     second extent line, a parent, a bad footer are all refused;
+//   - bytes that qemu would probe as a format of its own (QED, LUKS,
+//     Parallels, Bochs, cloop, VMware 3 COWD, a VMDK text descriptor) are
+//     named and refused, so that nothing declared raw turns into one later;
 //   - vhd, vhdx, vdi: no differencing (parent) images;
 //   - every format: a virtual size within the configured limit.
 package diskformat
@@ -89,6 +96,11 @@ var probers = []prober{
 	{ISO, probeISO},
 	{GZIP, probeMagic(GZIP, []byte{0x1f, 0x8b})},
 	{XZ, probeMagic(XZ, []byte{0xfd, '7', 'z', 'X', 'Z', 0})},
+	{QED, probeQemuOnly(QED)},
+	{LUKS, probeQemuOnly(LUKS)},
+	{Parallels, probeQemuOnly(Parallels)},
+	{Bochs, probeQemuOnly(Bochs)},
+	{Cloop, probeQemuOnly(Cloop)},
 }
 
 // Inspect finds the format of the size bytes in r and checks that the image

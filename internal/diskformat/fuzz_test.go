@@ -4,33 +4,56 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/imageimport/image-import-operator/internal/testimages"
 )
 
 // seeds adds the first 64 KiB of an image of every format qemu-img makes,
-// an ISO and the hostile corpus, so that the fuzzer starts from real
-// headers.
+// an ISO and the hostile corpus (whole when it is small, so that the
+// tables behind the headers are seeds too), so that the fuzzer starts from
+// real headers. They are made once for all the fuzz tests.
 func seeds(f *testing.F) {
 	testimages.RequireQemuImg(f)
-	dir := f.TempDir()
+	seedOnce.Do(func() { seedData = makeSeeds(f) })
+	for _, data := range seedData {
+		f.Add(data)
+	}
+}
+
+var (
+	seedOnce sync.Once
+	seedData [][]byte
+)
+
+func makeSeeds(f *testing.F) [][]byte {
+	dir, err := os.MkdirTemp("", "diskformat-seeds-")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
 	src := testimages.Raw(f, dir, 1<<20)
 	var paths []string
 	for _, v := range testimages.Variants {
 		paths = append(paths, testimages.Make(f, dir, src, v))
 	}
-	paths = append(paths, testimages.ISO(f, dir, 64<<10))
+	paths = append(paths, testimages.ISO(f, dir, 64<<10), testimages.FooterVMDK(f, dir, src, 1))
 	for _, h := range testimages.HostileCorpus(f, dir) {
 		paths = append(paths, h.Path)
 	}
+	var all [][]byte
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(data[:min(len(data), 64<<10)])
+		if len(data) > 128<<10 {
+			data = data[:64<<10]
+		}
+		all = append(all, data)
 	}
+	return all
 }
 
 func fuzzProber(f *testing.F, probe func(io.ReaderAt, int64) (Info, bool, error)) {

@@ -1,6 +1,10 @@
 package diskformat
 
-import "io"
+import (
+	"fmt"
+	"io"
+	"slices"
+)
 
 // qcow2, as docs/interop/qcow2.txt in QEMU describes it.
 const (
@@ -15,6 +19,12 @@ const (
 	qcow2MaxL1Entries     = 32 << 20 / 8 // QEMU's limit: a 32 MiB L1 table
 	qcow2OffsetMask       = 0x00fffffffffffe00
 	qcow2Compressed       = 1 << 62
+	// qcow2MaxHostClusters bounds the bitsets of the cluster walk to 32 MiB
+	// each: a 128 GiB file of 512-byte clusters, 16 TiB of 64 KiB ones.
+	qcow2MaxHostClusters = 1 << 28
+	// qcow2MaxCompressed bounds the compressed descriptors kept to 32 MiB:
+	// 256 GiB of data in 64 KiB clusters.
+	qcow2MaxCompressed = 4 << 20
 
 	qcow2IncompatDirty       = 1 << 0
 	qcow2IncompatCorrupt     = 1 << 1
@@ -79,9 +89,20 @@ func probeQcow2(r io.ReaderAt, size int64) (Info, bool, error) {
 	return info, true, checkQcow2Clusters(r, size, h, extendedL2)
 }
 
-// checkQcow2Clusters walks the L1 and L2 tables and checks that every
-// cluster they point at lies in the file: a truncated image fails here
-// instead of reading as zeros in qemu-img. It holds one L2 table at a time.
+// checkQcow2Clusters walks the L1 and L2 tables. Every cluster they point
+// at must lie in the file (a truncated image fails here instead of reading
+// as zeros in qemu-img), be aligned, and be referenced once: qemu never
+// shares a cluster within the active tables (only snapshots share, and
+// they have tables of their own), so an L2 table or a data cluster that two
+// entries point at is a crafted image that expands far beyond its size.
+// Compressed clusters legitimately share host clusters with each other, so
+// they are kept apart: a compressed descriptor may be used once, and the
+// host clusters it spans may hold no table or uncompressed data.
+//
+// Memory: one L2 table, two bitsets of one bit per host cluster of the file
+// and eight bytes per compressed cluster, all bounded. Work: each L2 table
+// is read once, and every table lies in the file, so the walk reads at most
+// the file's size whatever the header claims.
 func checkQcow2Clusters(r io.ReaderAt, size int64, h []byte, extendedL2 bool) error {
 	clusterBits := be.Uint32(h[20:])
 	clusterSize := int64(1) << clusterBits
@@ -89,49 +110,121 @@ func checkQcow2Clusters(r io.ReaderAt, size int64, h []byte, extendedL2 bool) er
 	if l1Entries > qcow2MaxL1Entries {
 		return invalid(Qcow2, "the L1 table has %d entries", l1Entries)
 	}
+	hostClusters := (size + clusterSize - 1) / clusterSize
+	if hostClusters > qcow2MaxHostClusters {
+		return &Error{Kind: ErrUnsupported, Format: Qcow2, Reason: fmt.Sprintf(
+			"the file has %d clusters of %d bytes, over the %d this importer checks", hostClusters, clusterSize, qcow2MaxHostClusters)}
+	}
 	entrySize := int64(8)
 	if extendedL2 {
 		entrySize = 16
 	}
-	// Only the L1 entries the virtual size needs, and each L2 table once:
-	// the walk reads at most the file's size, whatever the header claims.
+	// Only the L1 entries the virtual size needs: qemu ignores the rest.
 	perL2 := clusterSize * (clusterSize / entrySize)
 	l1Entries = min(l1Entries, int64((be.Uint64(h[24:])+uint64(perL2)-1)/uint64(perL2)))
-	seen := map[int64]bool{}
-	l1 := make([]byte, 8)
+
+	used := newClusterSet(hostClusters)       // header, tables, uncompressed data
+	compressed := newClusterSet(hostClusters) // host clusters holding compressed data
+	var compressedAt []uint64                 // compressed descriptors' host offsets
+	used.add(0)                               // the header
+	for off := l1Offset &^ (clusterSize - 1); off < l1Offset+l1Entries*8; off += clusterSize {
+		used.add(off / clusterSize)
+	}
+	rcOffset, rcClusters := int64(be.Uint64(h[48:])), int64(be.Uint32(h[56:]))
+	for i := range rcClusters {
+		if !used.add(rcOffset/clusterSize + i) {
+			return invalid(Qcow2, "the refcount table overlaps the header or the L1 table")
+		}
+	}
+
+	csizeShift := 62 - (clusterBits - 8)
+	csizeMask := uint64(1)<<(clusterBits-8) - 1
+	coffsetMask := uint64(1)<<csizeShift - 1
+	l1 := make([]byte, min(l1Entries*8, 64<<10))
 	l2 := make([]byte, clusterSize)
-	for i := range l1Entries {
-		if !readAt(r, size, l1Offset+i*8, l1) {
-			return invalid(Qcow2, "the L1 table is truncated")
+	for i := int64(0); i < l1Entries; i++ {
+		if i*8%int64(len(l1)) == 0 {
+			chunk := l1[:min(int64(len(l1)), (l1Entries-i)*8)]
+			if !readAt(r, size, l1Offset+i*8, chunk) {
+				return invalid(Qcow2, "the L1 table is truncated")
+			}
 		}
-		l2Offset := int64(be.Uint64(l1) & qcow2OffsetMask)
-		if l2Offset == 0 || seen[l2Offset] {
+		l2Offset := int64(be.Uint64(l1[i*8%int64(len(l1)):]) & qcow2OffsetMask)
+		switch {
+		case l2Offset == 0:
 			continue
-		}
-		seen[l2Offset] = true
-		if l2Offset%clusterSize != 0 {
+		case l2Offset%clusterSize != 0:
 			return invalid(Qcow2, "an L2 table is not cluster-aligned")
-		}
-		if !readAt(r, size, l2Offset, l2) {
+		case !readAt(r, size, l2Offset, l2):
 			return invalid(Qcow2, "an L2 table lies outside the file (truncated?)")
+		case !used.add(l2Offset / clusterSize):
+			return unsafe(Qcow2, "an L2 table is referenced twice or overlaps other metadata (L1 entry %d), which makes a small file expand to a large disk", i)
+		case compressed.has(l2Offset / clusterSize):
+			return unsafe(Qcow2, "an L2 table overlaps compressed data (L1 entry %d)", i)
 		}
 		for e := l2; int64(len(e)) >= entrySize; e = e[entrySize:] {
 			entry := be.Uint64(e)
-			var off, end int64
 			if entry&qcow2Compressed != 0 {
-				// Compressed: the host offset is in the low 62-(cluster_bits-8) bits.
-				off = int64(entry & (1<<(62-(clusterBits-8)) - 1))
-				end = off + 1
-			} else {
-				off = int64(entry & qcow2OffsetMask)
-				end = off + clusterSize
+				coff := entry & coffsetMask
+				csize := ((entry>>csizeShift)&csizeMask+1)*512 - coff%512
+				if coff >= uint64(size) {
+					return invalid(Qcow2, "a compressed cluster lies outside the file (truncated?)")
+				}
+				last := min(coff+csize-1, uint64(size)-1) // qemu reads zeros past the end
+				for c := int64(coff) / clusterSize; c <= int64(last)/clusterSize; c++ {
+					if used.has(c) {
+						return unsafe(Qcow2, "compressed data overlaps an L2 table, the metadata or an uncompressed cluster")
+					}
+					compressed.add(c)
+				}
+				if len(compressedAt) >= qcow2MaxCompressed {
+					return &Error{Kind: ErrUnsupported, Format: Qcow2, Reason: fmt.Sprintf(
+						"the image has over %d compressed clusters, more than this importer checks", qcow2MaxCompressed)}
+				}
+				compressedAt = append(compressedAt, coff)
+				continue
 			}
-			if off != 0 && end > size {
+			off := int64(entry & qcow2OffsetMask)
+			switch {
+			case off == 0:
+				continue
+			case off%clusterSize != 0:
+				return invalid(Qcow2, "a data cluster is not cluster-aligned")
+			case off+clusterSize > size:
 				return invalid(Qcow2, "a data cluster lies outside the file (truncated?)")
+			case !used.add(off / clusterSize):
+				return unsafe(Qcow2, "a data cluster is referenced twice or overlaps the metadata, which makes a small file expand to a large disk")
+			case compressed.has(off / clusterSize):
+				return unsafe(Qcow2, "a data cluster overlaps compressed data")
 			}
 		}
 	}
+	slices.Sort(compressedAt)
+	for i := 1; i < len(compressedAt); i++ {
+		if compressedAt[i] == compressedAt[i-1] {
+			return unsafe(Qcow2, "a compressed cluster is referenced twice, which makes a small file expand to a large disk")
+		}
+	}
 	return nil
+}
+
+// clusterSet is a set of host cluster indexes, one bit each.
+type clusterSet []uint64
+
+func newClusterSet(n int64) clusterSet { return make(clusterSet, (n+63)/64) }
+
+// add puts c in the set and reports whether it was new. An index outside
+// the file is never new.
+func (s clusterSet) add(c int64) bool {
+	if c < 0 || c >= int64(len(s))*64 || s[c/64]&(1<<(c%64)) != 0 {
+		return false
+	}
+	s[c/64] |= 1 << (c % 64)
+	return true
+}
+
+func (s clusterSet) has(c int64) bool {
+	return c >= 0 && c < int64(len(s))*64 && s[c/64]&(1<<(c%64)) != 0
 }
 
 // checkQcow2Tables checks that the L1 and refcount tables lie in the file:

@@ -7,73 +7,238 @@ import (
 	"strings"
 )
 
-// VMDK, as VMware's "Virtual Disk Format 5.0" describes it.
+// VMDK, as VMware's "Virtual Disk Format 5.0" describes it, read the way
+// QEMU 7.2's block/vmdk.c reads it: where the two disagree, qemu-img is
+// what will open the file, so its reading is the one checked.
 const (
-	vmdkMagic          = "KDMV"
-	vmdkHeaderLen      = 77
-	vmdkMaxDescriptor  = 64 << 10
-	vmdkDescriptorHead = "# Disk DescriptorFile"
+	vmdkMagic         = "KDMV"
+	vmdk3Magic        = "COWD" // VMware 3 sparse extent: qemu probes and opens it as vmdk
+	vmdkHeaderLen     = 79
+	vmdkMaxDescriptor = 64 << 10
+	vmdkGDAtEnd       = ^uint64(0) // streamOptimized: the footer holds the real header
+	vmdkMarkerFooter  = 3
+	vmdkMaxVersion    = 3
+	// vmdkQemuDescAt and vmdkQemuDescLen are where qemu looks for the CIDs
+	// and parentFileNameHint of a sparse file (vmdk_parent_open), whatever
+	// the header says: s->desc_offset = 0x200, DESC_SIZE = 20 sectors.
+	vmdkQemuDescAt  = 0x200
+	vmdkQemuDescLen = 20 * 512
 )
 
 // vmdkSafeTypes hold their data in the one file that carries the descriptor.
 var vmdkSafeTypes = map[string]bool{"monolithicSparse": true, "streamOptimized": true}
 
-var (
-	vmdkCreateType = regexp.MustCompile(`(?m)^\s*createType\s*=\s*"([^"]*)"`)
-	vmdkExtent     = regexp.MustCompile(`(?m)^\s*(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(.*)$`)
-)
+// vmdkExtentAccess are the first words of an extent line (VMware's
+// specification). qemu only opens RW extents, but a line that starts with
+// any of them is an extent to somebody, so all of them count.
+var vmdkExtentAccess = []string{"RW", "RDONLY", "NOACCESS"}
+
+// vmdkSparseExtent is the one extent line a monolithic image may carry,
+// from its first word to the end of its line.
+var vmdkSparseExtent = regexp.MustCompile(`^(RW|RDONLY|NOACCESS) [1-9][0-9]* SPARSE "[^"\r\n]+"[ \t\r]*$`)
 
 func probeVMDK(r io.ReaderAt, size int64) (Info, bool, error) {
-	head := make([]byte, len(vmdkDescriptorHead))
-	if readAt(r, size, 0, head) && string(head) == vmdkDescriptorHead {
+	probe := qemuProbeBuffer(r, size)
+	if size >= 4 && string(probe[:4]) == vmdk3Magic {
+		return Info{Variant: "COWD"}, true, &Error{Kind: ErrUnsupported, Format: VMDK,
+			Reason: "a VMware 3 (COWD) sparse extent, which qemu-img opens as vmdk; only monolithicSparse or streamOptimized images are accepted"}
+	}
+	if vmdkTextProbe(probe) || bytes.HasPrefix(probe, []byte("# Disk DescriptorFile")) {
 		return Info{Variant: "descriptor"}, true, unsafe(VMDK,
 			"a descriptor file names other files as its extents; only single-file monolithicSparse or streamOptimized images are accepted")
 	}
-	h := make([]byte, vmdkHeaderLen)
-	if !readAt(r, size, 0, h[:4]) || string(h[:4]) != vmdkMagic {
+	if size < 4 || string(probe[:4]) != vmdkMagic {
 		return Info{}, false, nil
 	}
+	h := make([]byte, vmdkHeaderLen)
 	if !readAt(r, size, 0, h) {
 		return Info{}, true, invalid(VMDK, "the header is truncated")
 	}
-	capacity := le.Uint64(h[12:]) // in 512-byte sectors
+	// qemu reads a header of capacity 0 as a pointer to a whole descriptor
+	// file, which may name any file of the host as an extent.
+	if le.Uint64(h[12:]) == 0 {
+		return Info{}, true, unsafe(VMDK, "the header's capacity is 0, which makes qemu-img read the embedded descriptor as a descriptor file that can name other files")
+	}
 	descOffset, descSectors := le.Uint64(h[28:]), le.Uint64(h[36:])
-	gdOffset := le.Uint64(h[56:])
+	if le.Uint64(h[56:]) == vmdkGDAtEnd {
+		// qemu takes everything but the test above from the footer.
+		footer, err := vmdkFooter(r, size)
+		if err != nil {
+			return Info{}, true, err
+		}
+		h = footer
+	}
+	capacity, gdOffset := le.Uint64(h[12:]), le.Uint64(h[56:])
 	virtual, ok := mulFits(capacity, 512)
 	info := Info{VirtualSize: virtual}
 	switch {
 	case !ok:
 		return info, true, invalid(VMDK, "the capacity is absurd")
+	case capacity == 0:
+		return info, true, invalid(VMDK, "the capacity in the footer is 0")
+	case le.Uint32(h[4:]) > vmdkMaxVersion:
+		return info, true, invalid(VMDK, "version %d is not supported", le.Uint32(h[4:]))
 	case descOffset == 0 || descSectors == 0:
 		return info, true, invalid(VMDK, "the image has no embedded descriptor")
 	case descSectors > vmdkMaxDescriptor/512:
 		return info, true, invalid(VMDK, "the descriptor is over %d bytes", vmdkMaxDescriptor)
-	case gdOffset != ^uint64(0) && gdOffset*512 > uint64(size): // ^0: streamOptimized puts it in the footer
+	case gdOffset == vmdkGDAtEnd || gdOffset > uint64(size)/512:
 		return info, true, invalid(VMDK, "the grain directory lies outside the file (truncated?)")
 	}
 	desc := make([]byte, descSectors*512)
-	if !readAt(r, size, int64(descOffset)*512, desc) {
+	if descOffset > uint64(size)/512 || !readAt(r, size, int64(descOffset)*512, desc) {
 		return info, true, invalid(VMDK, "the descriptor lies outside the file (truncated?)")
 	}
-	if i := bytes.IndexByte(desc, 0); i >= 0 {
-		desc = desc[:i]
+	createType, err := checkVMDKDescriptor(cString(desc))
+	info.Variant = createType
+	if err != nil {
+		return info, true, err
 	}
-	info.Variant, ok = checkVMDKDescriptor(string(desc))
-	if !ok {
-		return info, true, unsafe(VMDK, "only single-extent monolithicSparse or streamOptimized images are accepted (createType %q)", info.Variant)
+	// Where qemu looks for a parent, whatever the header says.
+	window := make([]byte, vmdkQemuDescLen)
+	readPadded(r, size, vmdkQemuDescAt, window)
+	if strings.Contains(cString(window), "parentFileNameHint") {
+		return info, true, unsafe(VMDK, "the descriptor names a parent image (parentFileNameHint), another file that qemu-img would open")
 	}
 	return info, true, nil
 }
 
-// checkVMDKDescriptor returns the createType and whether the descriptor
-// names exactly one SPARSE extent: the file itself.
-func checkVMDKDescriptor(desc string) (createType string, ok bool) {
-	if m := vmdkCreateType.FindStringSubmatch(desc); m != nil {
-		createType = m[1]
+// vmdkFooter returns the header copy in a streamOptimized footer, where
+// qemu reads it: 1536 bytes before the end of the file rounded up to a
+// sector, after a footer marker and before an end-of-stream marker.
+func vmdkFooter(r io.ReaderAt, size int64) ([]byte, error) {
+	at := (size+511)&^511 - 3*512
+	f := make([]byte, 3*512)
+	if at < 512 || !readPadded(r, size, at, f) { // qemu reads zeros past the end
+		return nil, invalid(VMDK, "the grain directory is at the end but the file is too short for a footer")
 	}
-	extents := vmdkExtent.FindAllStringSubmatch(desc, -1)
-	if !vmdkSafeTypes[createType] || len(extents) != 1 {
-		return createType, false
+	marker, header, eos := f[:512], f[512:1024], f[1024:]
+	if string(header[:4]) != vmdkMagic || le.Uint32(marker[8:]) != 0 || le.Uint32(marker[12:]) != vmdkMarkerFooter ||
+		le.Uint64(eos) != 0 || le.Uint32(eos[8:]) != 0 || le.Uint32(eos[12:]) != 0 {
+		return nil, invalid(VMDK, "the grain directory is at the end but the footer is invalid")
 	}
-	return createType, strings.EqualFold(extents[0][3], "SPARSE")
+	return header[:vmdkHeaderLen], nil
+}
+
+// checkVMDKDescriptor checks an embedded descriptor the way qemu would read
+// it and returns its createType. It must name exactly one extent, SPARSE,
+// the file itself, and no parent.
+func checkVMDKDescriptor(desc string) (string, error) {
+	// qemu takes the first occurrence of the substring "createType"
+	// (vmdk_parse_description), wherever it is: "xcreateType=" counts.
+	if n := strings.Count(desc, "createType"); n != 1 {
+		return "", unsafe(VMDK, "the descriptor has %d createType entries; exactly one is accepted", n)
+	}
+	i := strings.Index(desc, "createType") + len("createType")
+	createType, _, closed := strings.Cut(desc[min(i+2, len(desc)):], `"`)
+	switch {
+	case !strings.HasPrefix(desc[i:], `="`) || !closed:
+		return "", unsafe(VMDK, "the descriptor's createType is not of the form createType=\"...\"")
+	case !vmdkSafeTypes[createType]:
+		return createType, unsafe(VMDK, "only single-extent monolithicSparse or streamOptimized images are accepted (createType %q)", createType)
+	case strings.Contains(desc, "parentFileNameHint"):
+		return createType, unsafe(VMDK, "the descriptor names a parent image (parentFileNameHint), another file that qemu-img would open")
+	}
+	extents := vmdkExtentLines(desc)
+	if len(extents) != 1 {
+		return createType, unsafe(VMDK, "only single-extent monolithicSparse or streamOptimized images are accepted (the descriptor has %d extent lines)", len(extents))
+	}
+	if !vmdkSparseExtent.MatchString(extents[0]) {
+		return createType, unsafe(VMDK, "the descriptor's one extent is not a SPARSE extent in the file itself: %q", extents[0])
+	}
+	return createType, nil
+}
+
+// vmdkExtentLines returns every extent line as qemu's sscanf could read
+// one: from each line start (qemu splits lines at '\n' only) it skips
+// whitespace, newlines included, and takes the first word; a word that is
+// an access mode starts an extent. Each extent is returned once, from that
+// word to the end of its line.
+func vmdkExtentLines(desc string) []string {
+	var lines []string
+	last := -1
+	for p := 0; p < len(desc); {
+		start := p
+		for start < len(desc) && isCSpace(desc[start]) {
+			start++
+		}
+		end := start
+		for end < len(desc) && !isCSpace(desc[end]) {
+			end++
+		}
+		word := desc[start:end]
+		if start > last && slicesContainsFold(vmdkExtentAccess, word) {
+			last = start
+			eol := strings.IndexByte(desc[start:], '\n')
+			if eol < 0 {
+				eol = len(desc) - start
+			}
+			lines = append(lines, desc[start:start+eol])
+		}
+		nl := strings.IndexByte(desc[p:], '\n')
+		if nl < 0 {
+			break
+		}
+		p += nl + 1
+	}
+	return lines
+}
+
+// vmdkTextProbe is qemu's vmdk_probe for text: after comment lines and
+// lines of spaces, a line "version=1", "version=2" or "version=3" makes the
+// bytes a VMDK descriptor file.
+func vmdkTextProbe(buf []byte) bool {
+	p := 0
+	for p < len(buf) {
+		switch buf[p] {
+		case '#':
+			for p < len(buf) && buf[p] != '\n' {
+				p++
+			}
+			p++
+			continue
+		case ' ':
+			for p < len(buf) && buf[p] == ' ' {
+				p++
+			}
+			if p < len(buf) && buf[p] == '\r' {
+				p++
+			}
+			if p == len(buf) || buf[p] != '\n' {
+				return false
+			}
+			p++
+			continue
+		}
+		rest := string(buf[p:])
+		for _, v := range []string{"version=1", "version=2", "version=3"} {
+			if strings.HasPrefix(rest, v+"\n") || strings.HasPrefix(rest, v+"\r\n") {
+				return true
+			}
+		}
+		return false
+	}
+	return false
+}
+
+// isCSpace is C's isspace in the C locale, what sscanf skips.
+func isCSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+func slicesContainsFold(list []string, s string) bool {
+	for _, w := range list {
+		if strings.EqualFold(w, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// cString is b up to its first NUL, as C string functions see it.
+func cString(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -138,7 +139,7 @@ func HostileCorpus(t testing.TB, dir string) []Hostile {
 	polyglot := bytes.Clone(iso)
 	copy(polyglot, data[:4096]) // a qcow2 header in the ISO's system area
 
-	return []Hostile{
+	return append([]Hostile{
 		{"qcow2 with a backing file", "qcow2", backing, "backing file"},
 		{"qcow2 with an external data file", "qcow2", dataFile, "external data file"},
 		{"qcow2 with a huge virtual size", "qcow2", huge, "over the limit"},
@@ -151,7 +152,68 @@ func HostileCorpus(t testing.TB, dir string) []Hostile {
 		{"truncated qcow2 header", "qcow2", write(t, mk("header.qcow2"), data[:40]), "truncated"},
 		{"iso that is also a qcow2", "iso", write(t, mk("polyglot.iso"), polyglot), "valid as qcow2 and iso"},
 		{"gzip declared as raw", "raw", write(t, mk("image.gz"), []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3}), "compressed images are not supported"},
+	}, hostileParsing(t, dir, src)...)
+}
+
+// hostileParsing makes the images on which a careless parser and qemu-img
+// disagree (issue 8): VMDK descriptors, formats qemu probes in bytes
+// declared raw, and qcow2 tables that point twice at one cluster.
+func hostileParsing(t testing.TB, dir, src string) []Hostile {
+	t.Helper()
+	mk := func(name string) string { return filepath.Join(dir, name) }
+	secret := write(t, mk("host-secret"), bytes.Repeat([]byte("host secret "), 100))
+	sparse := Make(t, dir, src, Variants[3])
+	rewrite := func(name string, edit func(string) string) string {
+		return RewriteVMDKDescriptor(t, sparse, dir, name, edit)
 	}
+	addExtent := func(name, line string) string {
+		return rewrite(name, func(d string) string {
+			i := strings.Index(d, "SPARSE \"")
+			eol := i + strings.IndexByte(d[i:], '\n') + 1
+			return d[:eol] + line + d[eol:]
+		})
+	}
+	badFooter, err := os.ReadFile(FooterVMDK(t, dir, src, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(badFooter[len(badFooter)-1536+12:], 0) // the footer marker's type
+	hostile := []Hostile{
+		{"vmdk whose capacity 0 makes qemu read a flat extent on a host file", "vmdk", HostileVMDK(t, dir, secret), "capacity is 0"},
+		{"vmdk descriptor file naming a host file", "vmdk", FlatExtentVMDK(t, dir, secret), "descriptor file names other files"},
+		{"vmdk naming a parent image", "vmdk", ParentHintVMDK(t, dir, src, sparse, vmdkCID(t, sparse)), "parentFileNameHint"},
+		{"vmdk with a second createType", "vmdk", rewrite("two-create-types.vmdk", func(d string) string {
+			return strings.Replace(d, "createType=", "xcreateType=\"monolithicFlat\"\ncreateType=", 1)
+		}), "createType entries"},
+		{"vmdk with a signed extent size", "vmdk", addExtent("signed-extent.vmdk", "RW +8 FLAT \""+secret+"\" 0\n"), "extent lines"},
+		{"vmdk with an indented RDONLY extent", "vmdk", addExtent("indented-extent.vmdk", " \tRDONLY 8 FLAT \""+secret+"\" 0\n"), "extent lines"},
+		{"vmdk with a FLAT extent split over lines", "vmdk", addExtent("split-extent.vmdk", "RW\n8\nFLAT\n\""+secret+"\"\n0\n"), "extent lines"},
+		{"streamOptimized vmdk with an invalid footer", "vmdk", write(t, mk("bad-footer.vmdk"), badFooter), "footer is invalid"},
+		{"raw that qemu probes as a vmdk descriptor", "raw", DisguisedDescriptorVMDK(t, dir, secret), "descriptor file names other files"},
+		{"raw that is a VMware 3 COWD extent", "raw", COWDVMDK(t, dir), "COWD"},
+		{"qcow2 whose L2 entries all point at one data cluster", "qcow2", SharedClusterQcow2(t, dir, 64<<30), "data cluster is referenced twice"},
+		{"qcow2 whose L1 entries share an L2 table", "qcow2", SharedL2Qcow2(t, dir), "L2 table is referenced twice"},
+	}
+	images := QemuOnlyImages(t, dir)
+	for _, format := range []string{"qed", "luks", "parallels", "bochs", "cloop"} {
+		hostile = append(hostile, Hostile{"raw that is a " + format + " image", "raw", images[format], "would open as " + format})
+	}
+	return hostile
+}
+
+// vmdkCID is the CID in the descriptor of the VMDK at path.
+func vmdkCID(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := bytes.Cut(data, []byte("\nCID="))
+	if !ok {
+		t.Fatalf("%s has no CID", path)
+	}
+	cid, _, _ := bytes.Cut(after, []byte("\n"))
+	return string(cid)
 }
 
 // twoExtents makes a monolithicSparse vmdk whose embedded descriptor names

@@ -1,10 +1,12 @@
 package testimages
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -95,4 +97,104 @@ func fileSectors(path string) int64 {
 		return 8
 	}
 	return (st.Size() + 511) / 512
+}
+
+// RewriteVMDKDescriptor copies the sparse VMDK at path, as qemu-img makes
+// it (the descriptor in the 20 sectors from sector 1), to dir/name with its
+// embedded descriptor replaced by edit(descriptor), and returns the copy's
+// path.
+func RewriteVMDKDescriptor(t testing.TB, path, dir, name string, edit func(desc string) string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	off, n := int(le.Uint64(data[28:]))*512, int(le.Uint64(data[36:]))*512
+	region := data[off : off+n]
+	end := bytes.IndexByte(region, 0)
+	if end < 0 {
+		end = n
+	}
+	desc := edit(string(region[:end]))
+	if len(desc) > n {
+		t.Fatalf("the new descriptor is %d bytes, over the %d of the region", len(desc), n)
+	}
+	clear(region)
+	copy(region, desc)
+	return write(t, filepath.Join(dir, name), data)
+}
+
+// ParentHintVMDK writes parent-hint.vmdk, a monolithicSparse VMDK of the
+// raw image src whose descriptor names parent as parentFileNameHint, with
+// parentCID set to parentCID. qemu-img opens parent as the image's backing
+// file (vmdk_parent_open, whatever the header says) and, when parentCID
+// matches the parent's CID, reads the parent's data wherever the image has
+// none: another image on the host, such as another tenant's.
+func ParentHintVMDK(t testing.TB, dir, src, parent, parentCID string) string {
+	t.Helper()
+	base := filepath.Join(dir, "parent-hint-base.vmdk")
+	QemuImg(t, "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse", src, base)
+	return RewriteVMDKDescriptor(t, base, dir, "parent-hint.vmdk", func(d string) string {
+		return strings.Replace(d, "parentCID=ffffffff\n",
+			"parentCID="+parentCID+"\nparentFileNameHint=\""+parent+"\"\n", 1)
+	})
+}
+
+// FooterVMDK writes footer.vmdk, a streamOptimized VMDK of the raw image
+// src (made by qemu-img) moved to the layout VMware writes: the header's
+// grain directory offset is "at the end" (GD_AT_END) and a footer before
+// the end-of-stream marker holds the real header. The first header's
+// capacity is set to headerSectors, which qemu ignores in favour of the
+// footer's (0 excepted: qemu tests it before it reads the footer).
+func FooterVMDK(t testing.TB, dir, src string, headerSectors uint64) string {
+	t.Helper()
+	path := filepath.Join(dir, "footer-base.vmdk")
+	QemuImg(t, "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src, path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = data[:len(data)&^511]
+	le := binary.LittleEndian
+	footer := make([]byte, 3*512)
+	le.PutUint64(footer[0:], 1) // footer marker: one sector follows
+	le.PutUint32(footer[12:], 3)
+	copy(footer[512:], data[:512]) // the real header
+	data = append(data, footer...)
+	le.PutUint64(data[56:], ^uint64(0)) // GD_AT_END
+	le.PutUint64(data[12:], headerSectors)
+	return write(t, filepath.Join(dir, "footer.vmdk"), data)
+}
+
+// DisguisedDescriptorVMDK writes disguised-descriptor.img, a VMDK
+// descriptor file (createType monolithicFlat, one FLAT extent: target) that
+// starts with comments and blank lines instead of "# Disk DescriptorFile".
+// qemu's probe (vmdk_probe) skips those and finds "version=1", so qemu-img
+// without -f, or anything that guesses formats, reads target through it.
+func DisguisedDescriptorVMDK(t testing.TB, dir, target string) string {
+	t.Helper()
+	desc := "# boot notes\n" +
+		"   \n" +
+		"  \r\n" +
+		"version=1\n" +
+		"CID=12345678\n" +
+		"parentCID=ffffffff\n" +
+		"createType=\"monolithicFlat\"\n" +
+		fmt.Sprintf("RW %d FLAT \"%s\" 0\n", fileSectors(target), target)
+	return write(t, filepath.Join(dir, "disguised-descriptor.img"), []byte(desc))
+}
+
+// COWDVMDK writes cowd.img, a VMware 3 (COWD) sparse extent of 1 MiB with
+// no data, which qemu probes and opens as vmdk.
+func COWDVMDK(t testing.TB, dir string) string {
+	t.Helper()
+	img := make([]byte, 4096)
+	copy(img, "COWD")
+	le := binary.LittleEndian
+	for i, v := range []uint32{1, 3, 2048, 128, 4, 1, 8} { // version, flags, sectors, granularity, L1 at sector 4, 1 entry, file sectors
+		le.PutUint32(img[4+4*i:], v)
+	}
+	copy(img[512:], "CID=12345678\nparentCID=ffffffff\n")
+	return write(t, filepath.Join(dir, "cowd.img"), img)
 }
