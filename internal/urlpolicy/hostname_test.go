@@ -51,6 +51,8 @@ func TestHostSpellings(t *testing.T) {
 		{deny, "http://my_host.example.com/x", "", "my_host.example.com"}, // DNS allows it; IDNA's STD3 would not
 		{deny, "http://ｉｍａｇｅｓ.example.com/x", "", "images.example.com"},
 		{deny, "http://bücher.example.org/x", "", "xn--bcher-kva.example.org"},
+		{deny, "http://８.８.８.８/x", "", "8.8.8.8"},
+		{deny, "http://8.8.8.8./x", "", "8.8.8.8"}, // an address, not a name to look up
 		{allow, "https://ＩＭＡＧＥＳ.example.com:8443/x", "", "images.example.com:8443"},
 		{allow, "https://bücher.example/x", "", "xn--bcher-kva.example"},
 		{allow, "https://xn--bcher-kva.example/x", "", "xn--bcher-kva.example"},
@@ -75,6 +77,9 @@ func TestCompileNormalisesAndChecksNames(t *testing.T) {
 	c := mustCompile(t, Policy{DisallowedHosts: []string{"ＥＶＩＬ.example.", "Bücher.example"}})
 	if got, want := strings.Join(c.deniedNames, ","), "evil.example,xn--bcher-kva.example"; got != want {
 		t.Errorf("denied names %q, want %q", got, want)
+	}
+	if c := mustCompile(t, Policy{AllowedHosts: []string{"１０.０.０.１"}}); len(c.allowedNets) != 1 || len(c.allowedNames) != 0 {
+		t.Errorf("a fullwidth address in allowed hosts is names %v, nets %v; want the address 10.0.0.1", c.allowedNames, c.allowedNets)
 	}
 	for _, bad := range []string{"a..b", "a\ufffdb"} {
 		if _, err := Compile(Policy{AllowedHosts: []string{bad}}); err == nil {

@@ -103,6 +103,10 @@ func parseHosts(entries []string) (names []string, nets []netip.Prefix, err erro
 			if err != nil {
 				return nil, nil, fmt.Errorf("%q is not a host name: %v", e, err)
 			}
+			if a, err := netip.ParseAddr(name); err == nil { // as checkHost reads it
+				nets = append(nets, netip.PrefixFrom(a, a.BitLen()))
+				continue
+			}
 			names = append(names, name)
 		}
 	}
@@ -176,8 +180,8 @@ func (c *Compiled) checkHost(host string) (string, error) {
 	if name != strings.ToLower(strings.TrimSuffix(host, ".")) {
 		shown += " (" + name + ")" // say what an odd spelling stands for
 	}
-	if addr, err := netip.ParseAddr(name); err == nil { // "１２７.０.０.１"
-		return dial, c.checkLiteral(addr)
+	if addr, err := netip.ParseAddr(name); err == nil { // "１２７.０.０.１", "127.0.0.1."
+		return addr.String(), c.checkLiteral(addr) // dial the address checked, not a name
 	}
 	if numericHost.MatchString(name) {
 		return "", refuse("host %s is a numeric or shorthand address; write the IP address in full", shown)
