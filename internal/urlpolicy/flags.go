@@ -19,7 +19,7 @@ func (p *Policy) BindFlags(fs *flag.FlagSet) {
 	}
 	strs("allowed-schemes", "Glance's allowed_schemes, a comma list (default http,https).", &p.AllowedSchemes)
 	strs("disallowed-schemes", "Glance's disallowed_schemes.", &p.DisallowedSchemes)
-	strs("allowed-hosts", "Glance's allowed_hosts: names, IPs or CIDRs. Loopback, link-local and metadata addresses are refused unless an IP or CIDR here names them.", &p.AllowedHosts)
+	strs("allowed-hosts", "Glance's allowed_hosts: names (compared after IDNA mapping, case and trailing dot aside), IPs or CIDRs. Loopback, link-local, reserved and metadata addresses, and IPv6 addresses that carry an IPv4 address (6to4, Teredo, NAT64 but for 64:ff9b::/96 to a public address, ...), are refused unless an IP or CIDR here names them.", &p.AllowedHosts)
 	strs("disallowed-hosts", "Glance's disallowed_hosts: names, IPs or CIDRs.", &p.DisallowedHosts)
 	ints("allowed-ports", "Glance's allowed_ports (default 80,443); empty allows any.", &p.AllowedPorts)
 	ints("disallowed-ports", "Glance's disallowed_ports.", &p.DisallowedPorts)
