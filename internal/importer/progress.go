@@ -86,10 +86,15 @@ func (t *tracker) snapshot() Progress {
 	return Progress{Phase: t.phase.Load().(string), BytesDone: t.done.Load(), BytesTotal: t.total.Load()}
 }
 
-// setPhase starts a phase and reports it at once.
+// setPhase starts a phase and reports it at once. Done is the end of the
+// import: all of its bytes are done, so that the last report reads 100%.
 func (t *tracker) setPhase(phase string, total int64) {
 	t.phase.Store(phase)
-	t.done.Store(0)
+	done := int64(0)
+	if phase == PhaseDone {
+		done = total
+	}
+	t.done.Store(done)
 	t.total.Store(total)
 	if t.reporter != nil {
 		t.reporter.Report(t.snapshot())
