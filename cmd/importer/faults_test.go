@@ -13,11 +13,14 @@ import (
 	"time"
 
 	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/sandbox"
 	"github.com/imageimport/image-import-operator/internal/testimages"
 )
 
-// TestMain lets a test run the importer as a child process, to kill it.
+// TestMain lets a test run the importer as a child process, to kill it,
+// and lets the importer, in process or not, launch the sandboxed qemu-img.
 func TestMain(m *testing.M) {
+	sandbox.Main()
 	if os.Getenv("IMPORTER_TEST_RUN_MAIN") == "1" {
 		os.Exit(run(os.Args[1:]))
 	}

@@ -20,10 +20,12 @@ import (
 	"github.com/imageimport/image-import-operator/internal/importer"
 	"github.com/imageimport/image-import-operator/internal/importresult"
 	"github.com/imageimport/image-import-operator/internal/progress"
+	"github.com/imageimport/image-import-operator/internal/sandbox"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
 )
 
 func main() {
+	sandbox.Main() // when started as the launcher of a sandboxed qemu-img
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -59,7 +61,8 @@ func run(args []string) int {
 	fs.Int64Var(&cfg.MaxImageSize, "max-image-size", 64<<30, "Refuse sources of more bytes (bytes downloaded); 0 for no limit.")
 	fs.Int64Var(&cfg.MaxVirtualSize, "max-virtual-size", 4<<40, "Refuse images of a larger virtual disk, in bytes.")
 	fs.StringVar(&cfg.QemuImg, "qemu-img", "qemu-img", "The qemu-img binary.")
-	fs.Int64Var(&cfg.QemuMemoryLimit, "qemu-memory-limit", 1<<30, "Address-space limit of qemu-img, in bytes; 0 for none.")
+	fs.Int64Var(&cfg.QemuMemoryLimit, "qemu-memory-limit", 2<<30, "Limit of qemu-img's private writable memory (heap, thread stacks; RLIMIT_DATA), in bytes; 0 for none.")
+	fs.StringVar(&cfg.Sandbox, "sandbox", importer.SandboxAuto, "auto: confine qemu-img with Landlock where the kernel has it, and refuse vmdk and vhdx sources where it has not; required: refuse every import on a kernel without Landlock.")
 	fs.DurationVar(&cfg.QemuCPULimit, "qemu-cpu-limit", time.Hour, "CPU-time limit of qemu-img; 0 for none.")
 
 	if err := fs.Parse(args); err != nil {

@@ -3,43 +3,207 @@ package importer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/imageimport/image-import-operator/internal/diskformat"
 	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/sandbox"
 )
 
 // qemu-img runs only on images the inspector accepted, always with an
-// explicit -f (never probing), under prlimit's address-space and CPU
-// limits and the import's context.
+// explicit -f (never probing), and always in the sandbox: the kernel lets it
+// read its source and write its destination, nothing else, with no network
+// and under CPU, memory and file-size limits (internal/sandbox). Before it
+// converts, `qemu-img info` must see exactly what the inspector saw.
 
-// qemuImg runs qemu-img with the configured limits and returns its output.
-func (c *Config) qemuImg(ctx context.Context, extra []*os.File, args ...string) ([]byte, error) {
-	name, argv := c.QemuImg, args
-	if c.QemuMemoryLimit > 0 || c.QemuCPULimit > 0 {
-		limits := []string{}
-		if c.QemuMemoryLimit > 0 {
-			limits = append(limits, "--as="+strconv.FormatInt(c.QemuMemoryLimit, 10))
-		}
-		if c.QemuCPULimit > 0 {
-			limits = append(limits, "--cpu="+strconv.Itoa(int(c.QemuCPULimit.Seconds())))
-		}
-		name, argv = "prlimit", append(append(limits, "--", c.QemuImg), args...)
+// Sandbox modes.
+const (
+	// SandboxRequired fails every import when the kernel has no Landlock.
+	SandboxRequired = "required"
+	// SandboxAuto confines qemu-img with Landlock where the kernel has it;
+	// elsewhere qemu-img runs with the seccomp filter and the limits only,
+	// and the formats whose files can name other files through a text
+	// descriptor qemu parses differently from us (VMDK, VHDX) are refused.
+	SandboxAuto = "auto"
+)
+
+// landlockABI is the kernel's Landlock ABI; a variable so that tests can
+// play a kernel without it.
+var landlockABI = sandbox.ABI
+
+// multiFile are the formats refused when qemu-img cannot be confined.
+var multiFile = map[string]bool{diskformat.VMDK: true, diskformat.VHDX: true}
+
+// checkSandbox refuses, before any byte is downloaded, an import that the
+// sandbox mode does not allow on this kernel.
+func (c *Config) checkSandbox() error {
+	if c.Sandbox != "" && c.Sandbox != SandboxAuto && c.Sandbox != SandboxRequired {
+		return permanent(importresult.ReasonInternal, nil, "The sandbox mode %q is not %s or %s.", c.Sandbox, SandboxAuto, SandboxRequired)
 	}
-	cmd := exec.CommandContext(ctx, name, argv...)
-	cmd.ExtraFiles = extra
+	if landlockABI() > 0 {
+		return nil
+	}
+	switch {
+	case c.Sandbox == SandboxRequired:
+		return permanent(importresult.ReasonSandboxUnavailable, nil,
+			"The node's kernel has no Landlock, and the importer runs qemu-img only when the kernel confines it to its input and output (--sandbox=required).")
+	case multiFile[c.SourceFormat]:
+		return permanent(importresult.ReasonSandboxUnavailable, nil,
+			"The node's kernel has no Landlock, so qemu-img cannot be confined to its input; %s images, which can name other files, are refused on such nodes.", c.SourceFormat)
+	}
+	return nil
+}
+
+// sandbox returns a sandbox with the configured limits.
+func (c *Config) sandbox() *sandbox.Sandbox {
+	return &sandbox.Sandbox{
+		Launcher: c.Launcher,
+		Landlock: landlockABI() > 0 || c.Sandbox == SandboxRequired,
+		Limits:   sandbox.Limits{CPU: c.QemuCPULimit, Memory: c.QemuMemoryLimit},
+	}
+}
+
+// qemuImg runs qemu-img in sb and returns its standard output.
+func (c *Config) qemuImg(ctx context.Context, sb *sandbox.Sandbox, args ...string) ([]byte, error) {
+	cmd, err := sb.Command(ctx, c.QemuImg, args...)
+	if err != nil {
+		return nil, transient(importresult.ReasonInternal, err, "qemu-img cannot be started: %v.", err)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, fmt.Errorf("%w: %s", err, strings.TrimSpace(lastLine(stderr.String())))
+		return out, &qemuError{err: err, stderr: strings.TrimSpace(stderr.String())}
 	}
 	return out, nil
+}
+
+// qemuError is a failed qemu-img run.
+type qemuError struct {
+	err    error
+	stderr string
+}
+
+func (e *qemuError) Error() string { return fmt.Sprintf("%v: %s", e.err, lastLine(e.stderr)) }
+func (e *qemuError) Unwrap() error { return e.err }
+
+// said is what qemu-img said last, without its program and path prefixes.
+func (e *qemuError) said() string {
+	msg := lastLine(e.stderr)
+	if i := strings.LastIndex(msg, "/dev/fd/3': "); i >= 0 {
+		msg = msg[i+len("/dev/fd/3': "):]
+	}
+	return strings.TrimSuffix(msg, ".")
+}
+
+// classify turns a failed qemu-img run into a Failure. What the image
+// causes is permanent; what the node lacks (memory, threads) is transient.
+func (c *Config) classify(ctx context.Context, err error, what string) *Failure {
+	var qe *qemuError
+	if !errors.As(err, &qe) {
+		return AsFailure(err)
+	}
+	var exit *exec.ExitError
+	errors.As(qe.err, &exit)
+	signal := syscall.Signal(-1)
+	if exit != nil {
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			signal = ws.Signal()
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return transient(importresult.ReasonTimeout, err, "The import did not finish within its time limit.")
+	case sandbox.IsSetupFailure(qe.err):
+		return permanent(importresult.ReasonSandboxUnavailable, err, "qemu-img could not be sandboxed: %s.", strings.TrimPrefix(lastLine(qe.stderr), "sandbox: "))
+	case signal == syscall.SIGXFSZ:
+		return permanent(importresult.ReasonLimitExceeded, err, "%s wrote more than the image's virtual size allows; the image is refused.", what)
+	case signal == syscall.SIGXCPU:
+		return permanent(importresult.ReasonLimitExceeded, err, "%s used more than its CPU-time limit of %s.", what, c.QemuCPULimit)
+	case outOfResources(qe.stderr) || signal == syscall.SIGKILL || signal == syscall.SIGABRT && strings.Contains(qe.stderr, "qemu_thread_create"):
+		return transient(importresult.ReasonInsufficientResources, err, "%s ran out of memory or threads on the node (%s); the import will be retried.", what, qe.said())
+	case strings.Contains(qe.stderr, "Permission denied"):
+		return permanent(importresult.ReasonUnsafeImage, err, "%s was denied access to a file other than the image (%s): the image names another file.", what, qe.said())
+	}
+	return permanent(importresult.ReasonUnsupported, err, "%s failed: %s.", what, qe.said())
+}
+
+// outOfResources reports whether qemu-img failed for want of memory or
+// threads, which says nothing about the image.
+func outOfResources(stderr string) bool {
+	for _, s := range []string{"Resource temporarily unavailable", "Cannot allocate memory", "Failed to allocate", "Out of memory"} {
+		if strings.Contains(stderr, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// qemuInfo is what `qemu-img info --output=json` reports of an image.
+type qemuInfo struct {
+	Format      string `json:"format"`
+	VirtualSize int64  `json:"virtual-size"`
+	raw         map[string]any
+}
+
+// qemuLook asks qemu-img what it sees in image, read as format, and refuses
+// an image that, to qemu, names any file but itself: a backing file, an
+// external data file, a VMDK extent. This is the second fence: it holds
+// where our inspector and qemu's parsers disagree.
+func (c *Config) qemuLook(ctx context.Context, image *os.File, format string) (qemuInfo, error) {
+	sb := c.sandbox()
+	path := sb.Read(image)
+	out, err := c.qemuImg(ctx, sb, "info", "-f", diskformat.QemuFormat(format), "--output=json", path)
+	if err != nil {
+		return qemuInfo{}, c.classify(ctx, err, "Reading the "+format+" image with qemu-img")
+	}
+	var info qemuInfo
+	if err := json.Unmarshal(out, &info); err != nil {
+		return info, transient(importresult.ReasonInternal, err, "qemu-img info printed what is not JSON: %v.", err)
+	}
+	if err := json.Unmarshal(out, &info.raw); err != nil {
+		return info, transient(importresult.ReasonInternal, err, "qemu-img info printed what is not JSON: %v.", err)
+	}
+	if info.Format != diskformat.QemuFormat(format) {
+		return info, permanent(importresult.ReasonFormatMismatch, nil, "qemu-img reads the image as %s, not %s.", info.Format, format)
+	}
+	if other := otherFiles(info.raw, path); len(other) > 0 {
+		return info, permanent(importresult.ReasonUnsafeImage, nil,
+			"Refused an unsafe %s image: qemu-img sees it name another file (%s).", format, strings.Join(other, ", "))
+	}
+	return info, nil
+}
+
+// fileKeys name a file in qemu-img info's JSON, at any depth.
+var fileKeys = map[string]bool{
+	"filename": true, "backing-filename": true, "full-backing-filename": true,
+	"backing-filename-format": false, "data-file": true,
+}
+
+// otherFiles lists every file qemu-img info names that is not self.
+func otherFiles(v any, self string) []string {
+	var found []string
+	switch v := v.(type) {
+	case map[string]any:
+		for k, child := range v {
+			if s, ok := child.(string); ok && fileKeys[k] && s != self {
+				found = append(found, fmt.Sprintf("%s %q", k, s))
+				continue
+			}
+			found = append(found, otherFiles(child, self)...)
+		}
+	case []any:
+		for _, child := range v {
+			found = append(found, otherFiles(child, self)...)
+		}
+	}
+	return found
 }
 
 // checkable formats are those `qemu-img check` can verify.
@@ -51,40 +215,76 @@ func (c *Config) qemuCheck(ctx context.Context, image *os.File, format string) e
 	if !checkable[format] {
 		return nil
 	}
-	_, err := c.qemuImg(ctx, []*os.File{image}, "check", "-f", diskformat.QemuFormat(format), "--output=json", "/dev/fd/3")
+	sb := c.sandbox()
+	_, err := c.qemuImg(ctx, sb, "check", "-f", diskformat.QemuFormat(format), "--output=json", sb.Read(image))
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &exit) && exit.ExitCode() == 3:
-		return nil
-	case errors.As(err, &exit) && exit.ExitCode() == 63: // no check for this format
+	case errors.As(err, &exit) && (exit.ExitCode() == 3 || exit.ExitCode() == 63): // leaks; no check for this format
 		return nil
 	case errors.As(err, &exit) && exit.ExitCode() == 2:
 		return permanent(importresult.ReasonUnsafeImage, err, "The %s image is corrupt: qemu-img check found errors.", format)
-	case errors.As(err, &exit) && exit.ExitCode() == 1:
-		return permanent(importresult.ReasonUnsafeImage, err, "The %s image cannot be read: %s.", format, strings.TrimSuffix(stripQemuPrefix(err), "."))
-	case ctx.Err() != nil:
-		return transient(importresult.ReasonTimeout, err, "The import did not finish within its time limit.")
 	}
-	return transient(importresult.ReasonInternal, err, "qemu-img check failed: %v.", err)
+	return c.classify(ctx, err, "Checking the "+format+" image")
+}
+
+// qemuMeasure returns the bytes the converted image will take on disk
+// (sparse) and the largest it can be (fully allocated).
+func (c *Config) qemuMeasure(ctx context.Context, src *os.File, srcFormat, dstFormat string) (required, full int64, err error) {
+	sb := c.sandbox()
+	out, err := c.qemuImg(ctx, sb, "measure", "-f", diskformat.QemuFormat(srcFormat), "-O", measureFormat(dstFormat), "--output=json", sb.Read(src))
+	if err != nil {
+		return 0, 0, c.classify(ctx, err, "Measuring the "+srcFormat+" image")
+	}
+	var m struct {
+		Required       int64 `json:"required"`
+		FullyAllocated int64 `json:"fully-allocated"`
+	}
+	if err := json.Unmarshal(out, &m); err != nil {
+		return 0, 0, transient(importresult.ReasonInternal, err, "qemu-img measure printed what is not JSON: %v.", err)
+	}
+	return m.Required, m.FullyAllocated, nil
+}
+
+// measureFormat is the format qemu-img can measure that is closest to f:
+// qcow2 is measured as itself, everything else as raw (their metadata is
+// small beside the data; maxOutputSize allows for it).
+func measureFormat(f string) string {
+	if f == diskformat.Qcow2 {
+		return "qcow2"
+	}
+	return "raw"
+}
+
+// maxOutputSize bounds the file qemu-img may write for an image of the given
+// virtual size: exactly the virtual size for raw, the measured maximum for
+// qcow2, and for the other formats the data plus 1/16 and 64 MiB for their
+// tables and footers.
+func maxOutputSize(format string, virtual, fullyAllocated int64) int64 {
+	switch format {
+	case diskformat.Raw, diskformat.ISO:
+		return virtual
+	case diskformat.Qcow2:
+		return fullyAllocated
+	}
+	return virtual + virtual/16 + 64<<20
 }
 
 // qemuConvert converts src (detected as srcFormat) into dst as dstFormat.
-func (c *Config) qemuConvert(ctx context.Context, src *os.File, srcFormat, dst, dstFormat string) error {
+// qemu-img may not write past maxSize.
+func (c *Config) qemuConvert(ctx context.Context, src *os.File, srcFormat string, dst *os.File, dstFormat string, maxSize int64) error {
+	sb := c.sandbox()
+	sb.Limits.FileSize = maxSize
 	args := []string{"convert", "-f", diskformat.QemuFormat(srcFormat), "-O", diskformat.QemuFormat(dstFormat),
 		"-W", "-m", "8", // out-of-order writes, 8 coroutines: overlap reads and writes
 	}
 	if opts := targetOptions[dstFormat]; opts != "" {
 		args = append(args, "-o", opts)
 	}
-	// The source is an anonymous file: qemu-img opens it as its fd 3.
-	args = append(args, "/dev/fd/3", dst)
-	if _, err := c.qemuImg(ctx, []*os.File{src}, args...); err != nil {
-		if ctx.Err() != nil {
-			return transient(importresult.ReasonTimeout, err, "The import did not finish within its time limit.")
-		}
-		return permanent(importresult.ReasonUnsupported, err, "Converting the %s image to %s failed: %v.", srcFormat, dstFormat, err)
+	args = append(args, sb.Read(src), sb.Write(dst))
+	if _, err := c.qemuImg(ctx, sb, args...); err != nil {
+		return c.classify(ctx, err, fmt.Sprintf("Converting the %s image to %s", srcFormat, dstFormat))
 	}
 	return nil
 }
@@ -97,13 +297,4 @@ var targetOptions = map[string]string{
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
-}
-
-// stripQemuPrefix keeps what qemu-img said, without its program and path prefixes.
-func stripQemuPrefix(err error) string {
-	msg := err.Error()
-	if i := strings.LastIndex(msg, "/dev/fd/3': "); i >= 0 {
-		return msg[i+len("/dev/fd/3': "):]
-	}
-	return msg
 }

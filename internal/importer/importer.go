@@ -21,6 +21,7 @@ import (
 	"github.com/imageimport/image-import-operator/internal/diskformat"
 	"github.com/imageimport/image-import-operator/internal/importresult"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+	"golang.org/x/sys/unix"
 )
 
 // Config is one import.
@@ -48,11 +49,17 @@ type Config struct {
 	MaxVirtualSize int64 // bytes of disk; 0: no limit
 
 	QemuImg         string        // qemu-img binary
-	QemuMemoryLimit int64         // address-space limit of qemu-img, bytes
+	QemuMemoryLimit int64         // private writable memory of qemu-img (RLIMIT_DATA), bytes
 	QemuCPULimit    time.Duration // CPU-time limit of qemu-img
+	Sandbox         string        // SandboxAuto or SandboxRequired
+	Launcher        string        // the program that enters sandbox.Main; this one when empty
 
 	Progress Reporter
 }
+
+// inspectImage is the first fence, our own inspector; a variable so that
+// tests can show the other two hold without it.
+var inspectImage = diskformat.Inspect
 
 // Formats the importer reads and writes.
 var supported = []string{diskformat.Raw, diskformat.Qcow2, diskformat.VMDK, diskformat.VHD, diskformat.VHDX, diskformat.VDI, diskformat.ISO}
@@ -137,12 +144,16 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 // convertAndStore converts the staged source into the store.
 func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskformat.Info, res importresult.Result, track *tracker) (importresult.Result, error) {
 	track.setPhase(PhaseConverting, info.VirtualSize)
-	out, err := createNamedStaging(cfg.Dest, cfg.ImageID)
+	maxSize, err := cfg.checkSpace(ctx, src, info)
+	if err != nil {
+		return res, err
+	}
+	out, err := createStaging(cfg.Dest, cfg.ImageID)
 	if err != nil {
 		return res, transient(importresult.ReasonInternal, err, "The image store is not writable: %v.", err)
 	}
 	defer out.discard()
-	if err := cfg.qemuConvert(ctx, src.File, info.Format, out.named, cfg.TargetFormat); err != nil {
+	if err := cfg.qemuConvert(ctx, src.File, info.Format, out.File, cfg.TargetFormat, maxSize); err != nil {
 		return res, err
 	}
 	src.discard() // free the scratch space before hashing the output
@@ -155,6 +166,10 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 	outInfo, err := cfg.inspect(ctx, out, st.Size(), cfg.TargetFormat)
 	if err != nil {
 		return res, permanent(importresult.ReasonInternal, err, "The converted image failed inspection: %v.", err)
+	}
+	if outInfo.VirtualSize != info.VirtualSize {
+		return res, permanent(importresult.ReasonInternal, nil,
+			"The converted image has a virtual size of %d bytes, the source %d.", outInfo.VirtualSize, info.VirtualSize)
 	}
 	track.setPhase(PhaseStoring, st.Size())
 	// Write the image back to disk while hashing it from the page cache.
@@ -177,6 +192,26 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 	return res, nil
 }
 
+// checkSpace refuses a conversion whose output cannot fit the free space of
+// the destination, and returns the most qemu-img may write.
+func (cfg *Config) checkSpace(ctx context.Context, src *staging, info diskformat.Info) (int64, error) {
+	required, full, err := cfg.qemuMeasure(ctx, src.File, info.Format, cfg.TargetFormat)
+	if err != nil {
+		return 0, err
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(cfg.Dest, &fs); err != nil {
+		return 0, transient(importresult.ReasonInternal, err, "The image store cannot be read: %v.", err)
+	}
+	// The scratch copy is freed only after the conversion: when both share
+	// a filesystem, its bytes are already counted as used.
+	if free := int64(fs.Bavail) * fs.Bsize; required > free {
+		return 0, permanent(importresult.ReasonInsufficientStorage, nil,
+			"The converted image needs %d bytes and the destination has %d bytes free.", required, free)
+	}
+	return maxOutputSize(cfg.TargetFormat, info.VirtualSize, full), nil
+}
+
 // validate checks the configuration and the URL before any byte moves.
 func (cfg *Config) validate() (*urlpolicy.Compiled, *url.URL, error) {
 	for _, f := range []struct{ what, value string }{{"source", cfg.SourceFormat}, {"target", cfg.TargetFormat}} {
@@ -192,6 +227,9 @@ func (cfg *Config) validate() (*urlpolicy.Compiled, *url.URL, error) {
 		if !slices.Contains([]string{"md5", "sha256", "sha512"}, alg) {
 			return nil, nil, permanent(importresult.ReasonUnsupported, nil, "The checksum algorithm %q is not supported.", alg)
 		}
+	}
+	if err := cfg.checkSandbox(); err != nil {
+		return nil, nil, err
 	}
 	policy, err := urlpolicy.Compile(cfg.Policy)
 	if err != nil {
@@ -218,7 +256,7 @@ func (cfg *Config) verifyChecksums(sums *digests) error {
 
 // inspect checks that the staged bytes are the declared format and safe.
 func (cfg *Config) inspect(ctx context.Context, f *staging, size int64, declared string) (diskformat.Info, error) {
-	info, err := diskformat.Inspect(f, size, diskformat.Options{MaxVirtualSize: cfg.MaxVirtualSize})
+	info, err := inspectImage(f, size, diskformat.Options{MaxVirtualSize: cfg.MaxVirtualSize})
 	var refused *diskformat.Error
 	if errors.As(err, &refused) {
 		what := strings.TrimSpace(refused.Format + " image")
@@ -235,6 +273,15 @@ func (cfg *Config) inspect(ctx context.Context, f *staging, size int64, declared
 		return info, permanent(importresult.ReasonInternal, err, "Inspecting the image failed: %v.", err)
 	case info.Format != declared:
 		return info, permanent(importresult.ReasonFormatMismatch, nil, "The image is %s, not %s as declared.", info.Format, declared)
+	}
+	seen, err := cfg.qemuLook(ctx, f.File, info.Format)
+	if err != nil {
+		return info, err
+	}
+	if seen.VirtualSize != info.VirtualSize {
+		return info, permanent(importresult.ReasonUnsafeImage, nil,
+			"Refused a %s image that qemu-img reads as %d bytes of virtual disk and the inspector as %d: the two parsers disagree.",
+			info.Format, seen.VirtualSize, info.VirtualSize)
 	}
 	if err := cfg.qemuCheck(ctx, f.File, info.Format); err != nil {
 		return info, err

@@ -31,6 +31,11 @@ const (
 	ReasonTimeout          = "Timeout"
 	ReasonUnsupported      = "Unsupported"
 	ReasonInternal         = "InternalError"
+
+	ReasonSandboxUnavailable    = "SandboxUnavailable"    // the node cannot confine qemu-img as required
+	ReasonLimitExceeded         = "LimitExceeded"         // the image needs more than a bound allows (file size, CPU time)
+	ReasonInsufficientStorage   = "InsufficientStorage"   // the converted image cannot fit the destination
+	ReasonInsufficientResources = "InsufficientResources" // the node ran out of memory or threads: transient
 )
 
 // Result is what one importer run reports. On success Error is empty; on

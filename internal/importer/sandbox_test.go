@@ -1,0 +1,232 @@
+package importer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imageimport/image-import-operator/internal/diskformat"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/sandbox"
+	"github.com/imageimport/image-import-operator/internal/testimages"
+	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+)
+
+// The three fences around qemu-img (inspector, qemu-img info, kernel
+// sandbox), each shown to hold when the ones before it are fooled.
+
+func TestMain(m *testing.M) {
+	sandbox.Main() // this test binary launches the sandboxed qemu-img
+	os.Exit(m.Run())
+}
+
+// secretContent is what no import may ever store.
+const secretContent = "THE NODE'S SECRET: never in an image\n"
+
+func writeSecret(t *testing.T) string {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, bytes.Repeat([]byte(secretContent), 64), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// importLocal imports path, served on 127.0.0.1, and returns the failure
+// and the store's directory.
+func importLocal(t *testing.T, path, declared, target string, adjust ...func(*Config)) (importresult.Result, error, string) {
+	t.Helper()
+	srv := httptest.NewServer(http.FileServer(http.Dir(filepath.Dir(path))))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	cfg := Config{
+		Source: srv.URL + "/" + filepath.Base(path), SourceFormat: declared, TargetFormat: target,
+		Dest: filepath.Join(dir, "store"), ScratchDir: filepath.Join(dir, "scratch"), ImageID: "image",
+		ConnectTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second,
+		Policy:          urlpolicy.Policy{AllowedSchemes: []string{"http"}, AllowedHosts: []string{"127.0.0.1"}},
+		MaxVirtualSize:  1 << 40,
+		QemuImg:         "qemu-img",
+		QemuMemoryLimit: 2 << 30,
+		QemuCPULimit:    time.Minute,
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	for _, d := range []string{cfg.Dest, cfg.ScratchDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, cfg)
+	return res, err, cfg.Dest
+}
+
+// withoutInspector switches our inspector off for the test: it takes the
+// declared format and qemu's virtual size on trust, as a fooled inspector
+// would.
+func withoutInspector(t *testing.T, declared string, virtual int64) {
+	t.Helper()
+	saved := inspectImage
+	inspectImage = func(io.ReaderAt, int64, diskformat.Options) (diskformat.Info, error) {
+		return diskformat.Info{Format: declared, VirtualSize: virtual}, nil
+	}
+	t.Cleanup(func() { inspectImage = saved })
+}
+
+// unconfinedInfo is what qemu-img info says of path outside any sandbox.
+func unconfinedInfo(t *testing.T, path, format string) map[string]any {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "info", "-f", format, "--output=json", path).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v", path, err)
+	}
+	var info map[string]any
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// expectNoSecret fails when the secret is anywhere in the store.
+func expectNoSecret(t *testing.T, store string) {
+	t.Helper()
+	filepath.WalkDir(store, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(secretContent)) {
+				t.Errorf("the node's secret ended up in %s", p)
+			}
+		}
+		return nil
+	})
+}
+
+func expectFailure(t *testing.T, err error, reason, says string) {
+	t.Helper()
+	var f *Failure
+	if !errors.As(err, &f) {
+		t.Fatalf("import did not fail: %v", err)
+	}
+	if f.Reason != reason || !f.Permanent || !strings.Contains(f.Message, says) {
+		t.Fatalf("failure %s (permanent %v): %q; want %s, saying %q", f.Reason, f.Permanent, f.Message, reason, says)
+	}
+	t.Logf("%s: %s", f.Reason, f.Message)
+}
+
+func requireSandbox(t *testing.T) {
+	t.Helper()
+	testimages.RequireQemuImg(t)
+	if sandbox.ABI() == 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the kernel has no Landlock; CI machines must have it")
+		}
+		t.Skip("the kernel has no Landlock")
+	}
+}
+
+// The hostile VMDKs, with our inspector fooled: qemu, in the sandbox, is
+// denied the host file the image names; nothing is stored.
+func TestHostileVMDKFailsWithTheInspectorFooled(t *testing.T) {
+	requireSandbox(t)
+	secret := writeSecret(t)
+	dir := t.TempDir()
+	images := map[string]string{
+		"hostile descriptor in a sparse header": testimages.HostileVMDK(t, dir, secret),
+		"descriptor with a FLAT extent":         testimages.FlatExtentVMDK(t, dir, secret),
+	}
+	for name, path := range images {
+		for _, target := range []string{diskformat.Raw, diskformat.Qcow2, diskformat.VMDK} {
+			t.Run(name+" to "+target, func(t *testing.T) {
+				virtual := int64(unconfinedInfo(t, path, "vmdk")["virtual-size"].(float64))
+				withoutInspector(t, diskformat.VMDK, virtual)
+				_, err, store := importLocal(t, path, diskformat.VMDK, target)
+				expectFailure(t, err, importresult.ReasonUnsafeImage, "denied access to a file other than the image")
+				expectNoSecret(t, store)
+			})
+		}
+	}
+}
+
+// The second fence alone: what qemu-img info reports of the hostile VMDKs,
+// outside any sandbox, names the host file, and qemuLook's rule refuses it.
+func TestQemuInfoNamesTheOtherFile(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	secret := writeSecret(t)
+	dir := t.TempDir()
+	for _, path := range []string{testimages.HostileVMDK(t, dir, secret), testimages.FlatExtentVMDK(t, dir, secret)} {
+		other := otherFiles(unconfinedInfo(t, path, "vmdk"), path)
+		if len(other) == 0 || !strings.Contains(strings.Join(other, " "), secret) {
+			t.Errorf("%s: qemu-img info's other files %v do not include the secret", filepath.Base(path), other)
+		}
+	}
+	// A plain image names only itself.
+	plain := testimages.Make(t, dir, testimages.Raw(t, dir, 1<<20), variant(t, "vmdk-monolithicSparse"))
+	if other := otherFiles(unconfinedInfo(t, plain, "vmdk"), plain); len(other) > 0 {
+		t.Errorf("a plain VMDK names %v", other)
+	}
+}
+
+// The third fence alone: qemu-img convert, asked directly to convert the
+// hostile VMDK, cannot read the host file.
+func TestConvertCannotReadAnotherFile(t *testing.T) {
+	requireSandbox(t)
+	secret := writeSecret(t)
+	path := testimages.FlatExtentVMDK(t, t.TempDir(), secret)
+	src, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.Create(filepath.Join(t.TempDir(), "out.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	cfg := &Config{QemuImg: "qemu-img"}
+	err = cfg.qemuConvert(context.Background(), src, diskformat.VMDK, dst, diskformat.Raw, 1<<30)
+	expectFailure(t, err, importresult.ReasonUnsafeImage, "Permission denied")
+	if b, _ := os.ReadFile(dst.Name()); bytes.Contains(b, []byte(secretContent)) {
+		t.Fatal("qemu-img copied the secret")
+	}
+}
+
+// Without Landlock, auto mode refuses the formats that can name files and
+// imports the others; required mode refuses everything.
+func TestWithoutLandlock(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	saved := landlockABI
+	landlockABI = func() int { return 0 }
+	t.Cleanup(func() { landlockABI = saved })
+	dir := t.TempDir()
+	raw := testimages.Raw(t, dir, 1<<20)
+	vmdk := testimages.Make(t, dir, raw, variant(t, "vmdk-monolithicSparse"))
+
+	_, err, _ := importLocal(t, vmdk, diskformat.VMDK, diskformat.Raw)
+	expectFailure(t, err, importresult.ReasonSandboxUnavailable, "vmdk images, which can name other files, are refused")
+	_, err, _ = importLocal(t, raw, diskformat.Raw, diskformat.Raw, func(c *Config) { c.Sandbox = SandboxRequired })
+	expectFailure(t, err, importresult.ReasonSandboxUnavailable, "--sandbox=required")
+	if _, err, _ := importLocal(t, raw, diskformat.Raw, diskformat.Qcow2); err != nil {
+		t.Fatalf("auto mode refused a raw image: %v", err)
+	}
+}
+
+func variant(t *testing.T, name string) testimages.Variant {
+	for _, v := range testimages.Variants {
+		if v.Name == name {
+			return v
+		}
+	}
+	t.Fatalf("no variant %s", name)
+	return testimages.Variant{}
+}

@@ -1,0 +1,143 @@
+// Package sandbox runs a helper program (qemu-img) so that the kernel, not
+// our parsers, decides what it may touch.
+//
+// The importer cannot trust its format inspector to agree with qemu's
+// parsers forever: a disk image that names another file (a VMDK extent, a
+// backing file) is read by qemu wherever the two disagree. So qemu-img never
+// runs directly. The importer re-executes itself as a small launcher
+// (Main, entered through the argument Marker) that, in the child:
+//
+//   - sets resource limits: CPU time, the largest file it may write, and its
+//     private writable memory (RLIMIT_DATA, which, unlike the address space,
+//     does not grow with every thread qemu starts);
+//   - restricts file access with Landlock: read the source, read and write
+//     the destination, read and execute what the dynamic loader needs, and
+//     nothing else; where the ABI allows, no TCP bind or connect, no signals
+//     or abstract sockets outside the sandbox;
+//   - installs a seccomp filter that refuses to create sockets at all, so
+//     that no network is reachable whatever the Landlock ABI;
+//   - then execs the program.
+//
+// Files are handed over as open descriptors (fds 3, 4, ...) and named by
+// the program as /dev/fd/N; the Landlock rules are attached to exactly those
+// inodes, so nothing else in the same directories is readable.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Marker is the first argument that makes a program enter Main.
+const Marker = "__sandbox-exec"
+
+// Limits bound the program's resources; zero means no limit.
+type Limits struct {
+	CPU      time.Duration // CPU time (RLIMIT_CPU)
+	Memory   int64         // private writable memory, bytes (RLIMIT_DATA)
+	FileSize int64         // largest file offset it may write, bytes (RLIMIT_FSIZE)
+}
+
+// Sandbox describes one run of a program: the files it may use and its limits.
+type Sandbox struct {
+	// Launcher is the program that enters Main; os.Executable when empty.
+	Launcher string
+	// Landlock is whether the file and network rules must be enforced: the
+	// launcher fails, rather than runs the program unconfined, when the
+	// kernel cannot.
+	Landlock bool
+	Limits   Limits
+
+	files []*os.File
+	write []bool
+}
+
+// Read hands f to the program for reading and returns the path it opens it by.
+func (s *Sandbox) Read(f *os.File) string { return s.add(f, false) }
+
+// Write hands f to the program for reading, writing and truncating, and
+// returns the path it opens it by.
+func (s *Sandbox) Write(f *os.File) string { return s.add(f, true) }
+
+func (s *Sandbox) add(f *os.File, write bool) string {
+	s.files, s.write = append(s.files, f), append(s.write, write)
+	return "/dev/fd/" + strconv.Itoa(3+len(s.files)-1)
+}
+
+// Command returns the command that runs program with args in the sandbox.
+func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (*exec.Cmd, error) {
+	path, err := exec.LookPath(program)
+	if err != nil {
+		return nil, err
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, err
+	}
+	launcher := s.Launcher
+	if launcher == "" {
+		if launcher, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	argv := []string{Marker,
+		"-landlock=" + strconv.FormatBool(s.Landlock),
+		"-cpu=" + strconv.FormatInt(int64(s.Limits.CPU/time.Second), 10),
+		"-memory=" + strconv.FormatInt(s.Limits.Memory, 10),
+		"-fsize=" + strconv.FormatInt(s.Limits.FileSize, 10),
+	}
+	for i, w := range s.write {
+		flag := "-read="
+		if w {
+			flag = "-write="
+		}
+		argv = append(argv, flag+strconv.Itoa(3+i))
+	}
+	argv = append(append(argv, "--", path), args...)
+	cmd := exec.CommandContext(ctx, launcher, argv...)
+	cmd.ExtraFiles = s.files
+	cmd.Env = append(os.Environ(),
+		// Few malloc arenas: qemu's thread pools must not multiply the
+		// heap it reserves.
+		"MALLOC_ARENA_MAX=2",
+	)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd, nil
+}
+
+// ABI is the Landlock ABI version of the running kernel; 0 when it has none
+// (too old, or Landlock not enabled at boot).
+func ABI() int {
+	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return 0
+	}
+	return int(v)
+}
+
+// ErrNoLandlock is why the launcher refused to run a program.
+var ErrNoLandlock = errors.New("the kernel has no Landlock: qemu-img cannot be confined to its input and output")
+
+// exitSetup is the launcher's exit code when it could not confine the
+// program; the program never ran.
+const exitSetup = 125
+
+// IsSetupFailure reports whether err is the launcher's refusal to run the
+// program unconfined.
+func IsSetupFailure(err error) bool {
+	var exit *exec.ExitError
+	return errors.As(err, &exit) && exit.ExitCode() == exitSetup
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "sandbox: "+format+"\n", args...)
+	os.Exit(exitSetup)
+}

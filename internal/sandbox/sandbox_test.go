@@ -1,0 +1,167 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	Main() // this test binary is also the launcher
+	os.Exit(m.Run())
+}
+
+func requireLandlock(t *testing.T) {
+	t.Helper()
+	if ABI() == 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the kernel has no Landlock; CI machines must have it")
+		}
+		t.Skip("the kernel has no Landlock")
+	}
+}
+
+// run runs program in s and returns its combined output.
+func run(t *testing.T, s *Sandbox, program string, args ...string) (string, error) {
+	t.Helper()
+	cmd, err := s.Command(context.Background(), program, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func writeFile(t *testing.T, path, content string) *os.File {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestReadsItsInputAndNothingElse(t *testing.T) {
+	requireLandlock(t)
+	dir := t.TempDir()
+	input := writeFile(t, filepath.Join(dir, "input"), "the input\n")
+	writeFile(t, filepath.Join(dir, "secret"), "a secret beside the input\n")
+
+	s := &Sandbox{Landlock: true}
+	out, err := run(t, s, "cat", s.Read(input))
+	if err != nil || out != "the input\n" {
+		t.Fatalf("reading the input: %q, %v", out, err)
+	}
+	for _, other := range []string{filepath.Join(dir, "secret"), "/etc/passwd", "/proc/self/environ"} {
+		s := &Sandbox{Landlock: true}
+		out, err := run(t, s, "cat", s.Read(input), other)
+		if err == nil || !strings.Contains(out, "Permission denied") || strings.Contains(out, "a secret") {
+			t.Errorf("cat %s in the sandbox: %q, %v; want permission denied", other, out, err)
+		}
+	}
+}
+
+func TestWritesOnlyItsOutput(t *testing.T) {
+	requireLandlock(t)
+	dir := t.TempDir()
+	input := writeFile(t, filepath.Join(dir, "input"), "copied\n")
+	output := writeFile(t, filepath.Join(dir, "output"), "")
+
+	s := &Sandbox{Landlock: true}
+	if out, err := run(t, s, "cp", s.Read(input), s.Write(output)); err != nil {
+		t.Fatalf("cp into the output: %s %v", out, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "output")); string(b) != "copied\n" {
+		t.Fatalf("output holds %q", b)
+	}
+	s = &Sandbox{Landlock: true}
+	out, err := run(t, s, "cp", s.Read(input), filepath.Join(dir, "created"))
+	if err == nil || !strings.Contains(out, "Permission denied") {
+		t.Fatalf("creating another file: %q, %v; want permission denied", out, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "created")); !os.IsNotExist(err) {
+		t.Fatalf("the sandbox created a file: %v", err)
+	}
+}
+
+func TestHasNoNetwork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	addr := ln.Addr().(*net.TCPAddr)
+	s := &Sandbox{}
+	out, err := run(t, s, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/"+strconv.Itoa(addr.Port)+" && echo connected")
+	if err == nil || strings.Contains(out, "connected") {
+		t.Fatalf("connected from the sandbox: %q, %v", out, err)
+	}
+	if !strings.Contains(out, "Permission denied") {
+		t.Errorf("want permission denied from socket(2), got %q", out)
+	}
+	select {
+	case <-accepted:
+		t.Fatal("the listener accepted a connection from the sandbox")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestLimitsTheFileSize(t *testing.T) {
+	dir := t.TempDir()
+	output := writeFile(t, filepath.Join(dir, "output"), "")
+	s := &Sandbox{Limits: Limits{FileSize: 4096}}
+	out, err := run(t, s, "dd", "if=/dev/zero", "of="+s.Write(output), "bs=1024", "count=8")
+	if err == nil {
+		t.Fatalf("dd wrote past the limit: %s", out)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "output")); st.Size() > 4096 {
+		t.Fatalf("the output grew to %d bytes", st.Size())
+	}
+}
+
+func TestQemuImgRunsConfined(t *testing.T) {
+	requireLandlock(t)
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("no qemu-img")
+	}
+	dir := t.TempDir()
+	raw := writeFile(t, filepath.Join(dir, "in.raw"), strings.Repeat("disk", 1<<14))
+	qcow := writeFile(t, filepath.Join(dir, "out.qcow2"), "")
+	s := &Sandbox{Landlock: true, Limits: Limits{CPU: time.Minute, Memory: 1 << 30, FileSize: 1 << 30}}
+	if out, err := run(t, s, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", s.Read(raw), s.Write(qcow)); err != nil {
+		t.Fatalf("qemu-img convert in the sandbox: %s %v", out, err)
+	}
+	s = &Sandbox{Landlock: true}
+	out, err := run(t, s, "qemu-img", "info", "-f", "qcow2", "--output=json", s.Read(qcow))
+	if err != nil || !strings.Contains(out, `"virtual-size": 65536`) {
+		t.Fatalf("qemu-img info in the sandbox: %s %v", out, err)
+	}
+}
+
+func TestRefusesToRunUnconfinedWhenLandlockIsRequired(t *testing.T) {
+	if ABI() > 0 {
+		t.Skip("the kernel has Landlock")
+	}
+	out, err := run(t, &Sandbox{Landlock: true}, "true")
+	if !IsSetupFailure(err) || !bytes.Contains([]byte(out), []byte("no Landlock")) {
+		t.Fatalf("got %q, %v; want a refusal", out, err)
+	}
+}
