@@ -36,6 +36,7 @@ func run() error {
 		bind, probeAddr, authMode, access, wwwAuth, project string
 		nsMode, namespace, nsTemplate                       string
 		policy                                              = urlpolicy.Default()
+		limits                                              = defaultTimeouts
 	)
 	flag.StringVar(&bind, "bind-address", ":9292", "Address the Glance API listens on (Glance's port).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8082", "Address of the health and readiness probes.")
@@ -46,6 +47,9 @@ func run() error {
 	flag.StringVar(&nsMode, "namespace-mode", "single", "How a project maps to a namespace: single, template or label (namespaces labelled "+glance.LabelProjectID+").")
 	flag.StringVar(&namespace, "namespace", "default", "The namespace of every task with --namespace-mode=single.")
 	flag.StringVar(&nsTemplate, "namespace-template", "glance-{project}", "The namespace name with --namespace-mode=template.")
+	flag.DurationVar(&limits.read, "read-timeout", limits.read, "How long a client may take to send a whole request, body included.")
+	flag.DurationVar(&limits.write, "write-timeout", limits.write, "How long the shim may take to answer a request, from the end of its headers.")
+	flag.DurationVar(&limits.idle, "idle-timeout", limits.idle, "How long a kept-alive connection may wait for its next request.")
 	policy.BindFlags(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -106,7 +110,7 @@ func run() error {
 	}); err != nil {
 		return err
 	}
-	server := &http.Server{Addr: bind, Handler: srv, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	server := httpServer(bind, srv, limits)
 	go func() {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -127,4 +131,23 @@ func run() error {
 		return err
 	}
 	return nil
+}
+
+// timeouts bound how long a client may hold a connection: one that sends
+// its request slowly, reads the answer slowly, or keeps the connection idle
+// costs the shim a goroutine and a socket, and a hostile caller can open
+// many.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// defaultTimeouts leave room for a 1 MiB body on a slow link.
+var defaultTimeouts = timeouts{readHeader: 10 * time.Second, read: time.Minute, write: time.Minute, idle: 2 * time.Minute}
+
+// httpServer is the server of the Glance API.
+func httpServer(addr string, h http.Handler, t timeouts) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h, MaxHeaderBytes: 64 << 10,
+		ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
+	}
 }
