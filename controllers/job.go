@@ -3,6 +3,7 @@ package controllers
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,9 +33,36 @@ type ImporterConfig struct {
 	Resources corev1.ResourceRequirements
 	// ScratchSize bounds the emptyDir used for format conversion.
 	ScratchSize resource.Quantity
+	// Limits bound every import.
+	Limits ImportLimits
 	// Args are appended to the importer's command line, for the URL
 	// policy (--allowed-hosts=...) and other site settings.
 	Args []string
+}
+
+// ImportLimits are the importer's bounds, set by the manager so that a
+// cluster's administrator, not each task, decides them. Zero leaves the
+// importer's own default.
+type ImportLimits struct {
+	MaxImageSize    int64  // bytes downloaded
+	MaxVirtualSize  int64  // bytes of virtual disk, which bounds what qemu-img may write
+	MinTransferRate int64  // bytes per second, averaged over a minute
+	Sandbox         string // how qemu-img is confined: auto or required
+}
+
+// args are the limits as importer flags.
+func (l ImportLimits) args() []string {
+	var args []string
+	for flag, v := range map[string]int64{"--max-image-size": l.MaxImageSize, "--max-virtual-size": l.MaxVirtualSize, "--min-transfer-rate": l.MinTransferRate} {
+		if v > 0 {
+			args = append(args, flag+"="+strconv.FormatInt(v, 10))
+		}
+	}
+	slices.Sort(args) // a stable pod spec
+	if l.Sandbox != "" {
+		args = append(args, "--sandbox="+l.Sandbox)
+	}
+	return args
 }
 
 // Paths inside the importer pod.
@@ -114,7 +142,7 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 						Name:            importerContainer,
 						Image:           cfg.Image,
 						ImagePullPolicy: cfg.PullPolicy,
-						Args:            append(importerArgs(t), cfg.Args...),
+						Args:            slices.Concat(importerArgs(t), cfg.Limits.args(), cfg.Args),
 						Resources:       cfg.Resources,
 						VolumeMounts:    mounts,
 						// The importer writes its JSON result there; a crash

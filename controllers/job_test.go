@@ -53,6 +53,12 @@ func TestDesiredJob(t *testing.T) {
 		edit  func(*tasksv1.ImageImportTask)
 		check func(g Gomega, args []string, pod corev1.PodSpec)
 	}{{
+		name: "the manager's limits, before the site's arguments",
+		check: func(g Gomega, args []string, pod corev1.PodSpec) {
+			g.Expect(args).To(ContainElements("--max-image-size=68719476736", "--max-virtual-size=1099511627776", "--min-transfer-rate=1024", "--sandbox=required"))
+			g.Expect(args[len(args)-1]).To(Equal("--allowed-hosts=images.test"))
+		},
+	}, {
 		name: "defaults",
 		check: func(g Gomega, args []string, pod corev1.PodSpec) {
 			g.Expect(args).To(ContainElements("--connect-timeout=30s", "--idle-timeout=60s", "--dest="+storeMountPath))

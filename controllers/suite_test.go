@@ -125,6 +125,7 @@ func testImporterConfig() ImporterConfig {
 		PullPolicy:     corev1.PullNever,
 		StoreClaimName: "image-store",
 		ScratchSize:    resource.MustParse("10Gi"),
+		Limits:         ImportLimits{MaxImageSize: 64 << 30, MaxVirtualSize: 1 << 40, MinTransferRate: 1024, Sandbox: "required"},
 		Args:           []string{"--allowed-hosts=images.test"},
 	}
 }
