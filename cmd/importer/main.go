@@ -92,6 +92,8 @@ func run(args []string) int {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
+	// Where qemu-img runs: Landlock's ABI (0: none) and the mode.
+	fmt.Fprintf(os.Stderr, "{\"sandbox\":{\"landlock_abi\":%d,\"mode\":%q}}\n", sandbox.ABI(), cfg.Sandbox)
 	res, err := importer.Run(ctx, cfg)
 	reportPeakRSS()
 	if err != nil {
