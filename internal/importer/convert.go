@@ -229,11 +229,13 @@ func (c *Config) qemuCheck(ctx context.Context, image *os.File, format string) e
 	return c.classify(ctx, err, "Checking the "+format+" image")
 }
 
-// qemuMeasure returns the bytes the converted image will take on disk
-// (sparse) and the largest it can be (fully allocated).
-func (c *Config) qemuMeasure(ctx context.Context, src *os.File, srcFormat, dstFormat string) (required, full int64, err error) {
+// qemuMeasure returns what the converted image will take on disk and the
+// largest it can be, as qemu-img measures them for a qcow2 output: the
+// allocated data plus little metadata, which is also what a sparse raw
+// output allocates (qemu-img measures raw as fully allocated).
+func (c *Config) qemuMeasure(ctx context.Context, src *os.File, srcFormat string) (required, full int64, err error) {
 	sb := c.sandbox()
-	out, err := c.qemuImg(ctx, sb, "measure", "-f", diskformat.QemuFormat(srcFormat), "-O", measureFormat(dstFormat), "--output=json", sb.Read(src))
+	out, err := c.qemuImg(ctx, sb, "measure", "-f", diskformat.QemuFormat(srcFormat), "-O", "qcow2", "--output=json", sb.Read(src))
 	if err != nil {
 		return 0, 0, c.classify(ctx, err, "Measuring the "+srcFormat+" image")
 	}
@@ -245,16 +247,6 @@ func (c *Config) qemuMeasure(ctx context.Context, src *os.File, srcFormat, dstFo
 		return 0, 0, transient(importresult.ReasonInternal, err, "qemu-img measure printed what is not JSON: %v.", err)
 	}
 	return m.Required, m.FullyAllocated, nil
-}
-
-// measureFormat is the format qemu-img can measure that is closest to f:
-// qcow2 is measured as itself, everything else as raw (their metadata is
-// small beside the data; maxOutputSize allows for it).
-func measureFormat(f string) string {
-	if f == diskformat.Qcow2 {
-		return "qcow2"
-	}
-	return "raw"
 }
 
 // maxOutputSize bounds the file qemu-img may write for an image of the given

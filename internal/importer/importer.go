@@ -195,7 +195,7 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 // checkSpace refuses a conversion whose output cannot fit the free space of
 // the destination, and returns the most qemu-img may write.
 func (cfg *Config) checkSpace(ctx context.Context, src *staging, info diskformat.Info) (int64, error) {
-	required, full, err := cfg.qemuMeasure(ctx, src.File, info.Format, cfg.TargetFormat)
+	required, full, err := cfg.qemuMeasure(ctx, src.File, info.Format)
 	if err != nil {
 		return 0, err
 	}

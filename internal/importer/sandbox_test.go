@@ -289,3 +289,52 @@ func fileMD5(t *testing.T, path string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// Writing past the file-size bound kills qemu-img with SIGXFSZ: a permanent
+// LimitExceeded failure, whatever the program wrote before. (dd stands in
+// for a qemu-img that an image drives past its virtual size.)
+func TestWritingPastTheBoundIsPermanent(t *testing.T) {
+	dir := t.TempDir()
+	in, err := os.Create(filepath.Join(dir, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if err := in.Truncate(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	sb := &sandbox.Sandbox{Limits: sandbox.Limits{FileSize: 1 << 20}}
+	args := []string{"if=" + sb.Read(in), "of=" + sb.Write(out), "bs=64K"}
+	cfg := &Config{QemuImg: "dd"}
+	_, err = cfg.qemuImg(context.Background(), sb, args...)
+	expectFailure(t, cfg.classify(context.Background(), err, "Converting the image"), importresult.ReasonLimitExceeded, "wrote more than the image's virtual size allows")
+	if st, _ := out.Stat(); st.Size() > 1<<20 {
+		t.Fatalf("the output grew to %d bytes", st.Size())
+	}
+}
+
+// A conversion whose output cannot fit the destination is refused before
+// qemu-img writes a byte.
+func TestRefusesAnOutputThatCannotFit(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small filesystem needs root")
+	}
+	dir := t.TempDir()
+	qcow2, _ := testimages.CloudLikeQcow2(t, dir, 64<<20, 24<<20)
+	_, err, _ := importLocal(t, qcow2, diskformat.Qcow2, diskformat.Raw, func(c *Config) {
+		small := filepath.Join(t.TempDir(), "small")
+		os.Mkdir(small, 0o755)
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small).CombinedOutput(); err != nil {
+			t.Skipf("cannot mount a tmpfs here: %s", out)
+		}
+		t.Cleanup(func() { exec.Command("umount", small).Run() })
+		c.Dest = small
+	})
+	expectFailure(t, err, importresult.ReasonInsufficientStorage, "the destination has")
+}

@@ -39,6 +39,21 @@ func Main() {
 
 	// Every restriction below applies to this thread, which then execs.
 	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fail("setting no_new_privs: %v", err)
+	}
+	if ABI() > 0 {
+		if err := restrictThread(rules(argv[0], read, write)); err != nil {
+			fail("enforcing the Landlock rules: %v", err)
+		}
+	} else if requireLandlock {
+		fail("%v", ErrNoLandlock)
+	}
+	if err := denySockets(); err != nil {
+		fail("installing the seccomp filter: %v", err)
+	}
+	// The limits come last: they bind this launcher too, whose own
+	// runtime must not run out of memory on its way to exec.
 	for _, l := range []struct {
 		resource   int
 		value, max int64
@@ -54,19 +69,6 @@ func Main() {
 				fail("setting resource limit %d: %v", l.resource, err)
 			}
 		}
-	}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		fail("setting no_new_privs: %v", err)
-	}
-	if ABI() > 0 {
-		if err := restrictThread(rules(argv[0], read, write)); err != nil {
-			fail("enforcing the Landlock rules: %v", err)
-		}
-	} else if requireLandlock {
-		fail("%v", ErrNoLandlock)
-	}
-	if err := denySockets(); err != nil {
-		fail("installing the seccomp filter: %v", err)
 	}
 	err := syscall.Exec(argv[0], argv, os.Environ())
 	fail("executing %s: %v", argv[0], err)
