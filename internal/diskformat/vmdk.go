@@ -156,24 +156,28 @@ func checkVMDKDescriptor(desc string) (string, error) {
 // word to the end of its line.
 func vmdkExtentLines(desc string) []string {
 	var lines []string
-	last := -1
+	word := -1 // the first non-space at or after the current line start
+	last := -1 // the last word looked at
 	for p := 0; p < len(desc); {
-		start := p
-		for start < len(desc) && isCSpace(desc[start]) {
-			start++
+		// Line starts only grow, so word does too: the walk is linear
+		// even in a descriptor of blank lines.
+		word = max(word, p)
+		for word < len(desc) && isCSpace(desc[word]) {
+			word++
 		}
-		end := start
-		for end < len(desc) && !isCSpace(desc[end]) {
-			end++
-		}
-		word := desc[start:end]
-		if start > last && slicesContainsFold(vmdkExtentAccess, word) {
-			last = start
-			eol := strings.IndexByte(desc[start:], '\n')
-			if eol < 0 {
-				eol = len(desc) - start
+		if word > last && word < len(desc) {
+			last = word
+			end := word
+			for end < len(desc) && !isCSpace(desc[end]) {
+				end++
 			}
-			lines = append(lines, desc[start:start+eol])
+			if slicesContainsFold(vmdkExtentAccess, desc[word:end]) {
+				eol := strings.IndexByte(desc[word:], '\n')
+				if eol < 0 {
+					eol = len(desc) - word
+				}
+				lines = append(lines, desc[word:word+eol])
+			}
 		}
 		nl := strings.IndexByte(desc[p:], '\n')
 		if nl < 0 {
