@@ -119,10 +119,6 @@ func checkQcow2Clusters(r io.ReaderAt, size int64, h []byte, extendedL2 bool) er
 	if extendedL2 {
 		entrySize = 16
 	}
-	// Only the L1 entries the virtual size needs: qemu ignores the rest.
-	perL2 := clusterSize * (clusterSize / entrySize)
-	l1Entries = min(l1Entries, int64((be.Uint64(h[24:])+uint64(perL2)-1)/uint64(perL2)))
-
 	used := newClusterSet(hostClusters)       // header, tables, uncompressed data
 	compressed := newClusterSet(hostClusters) // host clusters holding compressed data
 	var compressedAt []uint64                 // compressed descriptors' host offsets
@@ -130,6 +126,9 @@ func checkQcow2Clusters(r io.ReaderAt, size int64, h []byte, extendedL2 bool) er
 	for off := l1Offset &^ (clusterSize - 1); off < l1Offset+l1Entries*8; off += clusterSize {
 		used.add(off / clusterSize)
 	}
+	// Only the L1 entries the virtual size needs: qemu ignores the rest.
+	perL2 := clusterSize * (clusterSize / entrySize)
+	l1Entries = min(l1Entries, int64((be.Uint64(h[24:])+uint64(perL2)-1)/uint64(perL2)))
 	rcOffset, rcClusters := int64(be.Uint64(h[48:])), int64(be.Uint32(h[56:]))
 	for i := range rcClusters {
 		if !used.add(rcOffset/clusterSize + i) {
