@@ -192,3 +192,13 @@ func BenchmarkInspectPreallocatedQcow2(b *testing.B) {
 		}
 	}
 }
+
+// TestQcow2CloudLike: compressed clusters of real files (testimages'
+// cloud-like image) are accepted.
+func TestQcow2CloudLike(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	img, _ := testimages.CloudLikeQcow2(t, t.TempDir(), 256<<20, 32<<20)
+	if info, err := inspectFile(t, img); err != nil || info.VirtualSize != 256<<20 {
+		t.Fatalf("Inspect = %+v, %v", info, err)
+	}
+}
