@@ -41,6 +41,7 @@ func run(args []string) int {
 	fs.StringVar(&cfg.Source, "source", "", "URL of the image (http or https).")
 	fs.StringVar(&cfg.SourceFormat, "source-format", "", "Declared format of the source: raw, qcow2, vmdk, vhd, vhdx, vdi or iso.")
 	fs.StringVar(&cfg.TargetFormat, "target-format", "", "Format to store the image in.")
+	fs.StringVar(&cfg.ContainerFormat, "container-format", "bare", "Glance container format of the source: ova when it is an OVA (a tar holding an OVF descriptor and one disk); any other (bare, ovf, ...) when the source is the disk.")
 	fs.StringVar(&cfg.Dest, "dest", "", "The image store: the image lands in DEST/IMAGE_ID.")
 	fs.StringVar(&cfg.ScratchDir, "scratch-dir", os.TempDir(), "Where a source to convert is staged.")
 	fs.StringVar(&cfg.ImageID, "image-id", "", "Id, and file name, of the image.")

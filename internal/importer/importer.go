@@ -29,6 +29,9 @@ type Config struct {
 	Source       string // http(s) URL
 	SourceFormat string // declared format of the source (Glance import_from_format)
 	TargetFormat string // format to store (Glance disk_format)
+	// ContainerFormat is Glance's container_format: ova means the source is
+	// a tar holding the disk; every other value means the source is the disk.
+	ContainerFormat string
 	Dest         string // the image store directory
 	ScratchDir   string // where a source to convert is staged
 	ImageID      string
@@ -60,6 +63,13 @@ type Config struct {
 // inspectImage is the first fence, our own inspector; a variable so that
 // tests can show the other two hold without it.
 var inspectImage = diskformat.Inspect
+
+// ContainerOVA is the container format of a source that is an OVA: a tar
+// holding an OVF descriptor and the disk.
+const ContainerOVA = "ova"
+
+// containerFormats are Glance's; all but ova mean the source is the disk.
+var containerFormats = []string{"bare", "ovf", ContainerOVA, "aki", "ari", "ami", "docker", "compressed"}
 
 // Formats the importer reads and writes.
 var supported = []string{diskformat.Raw, diskformat.Qcow2, diskformat.VMDK, diskformat.VHD, diskformat.VHDX, diskformat.VDI, diskformat.ISO}
@@ -219,6 +229,13 @@ func (cfg *Config) validate() (*urlpolicy.Compiled, *url.URL, error) {
 			return nil, nil, permanent(importresult.ReasonUnsupported, nil,
 				"The %s format %q is not supported; use one of %v.", f.what, f.value, supported)
 		}
+	}
+	if cfg.ContainerFormat != "" && !slices.Contains(containerFormats, cfg.ContainerFormat) {
+		return nil, nil, permanent(importresult.ReasonUnsupported, nil,
+			"The container format %q is not supported; use one of %v.", cfg.ContainerFormat, containerFormats)
+	}
+	if cfg.ContainerFormat == ContainerOVA {
+		return nil, nil, permanent(importresult.ReasonUnsupported, nil, "OVA sources are not supported yet.")
 	}
 	if cfg.TargetFormat == diskformat.ISO && cfg.SourceFormat != diskformat.ISO {
 		return nil, nil, permanent(importresult.ReasonUnsupported, nil, "Only an iso source can be stored as iso.")
