@@ -211,6 +211,7 @@ func importerArgs(t *tasksv1.ImageImportTask) []string {
 		"--source=" + in.ImportFrom,
 		"--source-format=" + string(in.ImportFromFormat),
 		"--target-format=" + string(in.ImageProperties.DiskFormat),
+		"--container-format=" + string(in.ImageProperties.ContainerFormat), // ova: the source is a tar holding the disk
 		"--dest=" + storeMountPath,
 		"--image-id=" + imageID(t),
 		"--result-file=" + corev1.TerminationMessagePathDefault,

@@ -61,7 +61,7 @@ func TestDesiredJob(t *testing.T) {
 	}, {
 		name: "defaults",
 		check: func(g Gomega, args []string, pod corev1.PodSpec) {
-			g.Expect(args).To(ContainElements("--connect-timeout=30s", "--idle-timeout=60s", "--dest="+storeMountPath))
+			g.Expect(args).To(ContainElements("--connect-timeout=30s", "--idle-timeout=60s", "--dest="+storeMountPath, "--container-format=bare"))
 			g.Expect(pod.Volumes).To(HaveLen(2), "store and scratch only")
 			g.Expect(strings.Join(args, " ")).NotTo(ContainSubstring("--credentials-dir"))
 		},
@@ -76,6 +76,12 @@ func TestDesiredJob(t *testing.T) {
 			g.Expect(pod.Volumes).To(ContainElement(HaveField("VolumeSource.Secret.SecretName", "creds")))
 			g.Expect(pod.Volumes).To(ContainElement(HaveField("VolumeSource.Secret.SecretName", "ca")))
 			g.Expect(pod.Containers[0].Env).To(BeEmpty(), "no secret travels in the environment")
+		},
+	}, {
+		name: "an OVA is unpacked by the importer",
+		edit: func(task *tasksv1.ImageImportTask) { task.Spec.Input.ImageProperties.ContainerFormat = "ova" },
+		check: func(g Gomega, args []string, _ corev1.PodSpec) {
+			g.Expect(args).To(ContainElement("--container-format=ova"))
 		},
 	}, {
 		name: "checksums and timeouts",
