@@ -259,3 +259,65 @@ func write(t *testing.T, dir, name string, data []byte) string {
 func exec(name string, args ...string) ([]byte, error) {
 	return osexec.Command(name, args...).CombinedOutput()
 }
+
+// TestVMDKSharedGrain: grain tables that all point at one grain pass
+// `qemu-img check` and map a disk of data; Inspect refuses them. The old
+// inspector accepted the image.
+func TestVMDKSharedGrain(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	img := testimages.SharedGrainVMDK(t, t.TempDir())
+	testimages.QemuImg(t, "check", "-f", "vmdk", img)
+	var extents []struct {
+		Length int64 `json:"length"`
+		Data   bool  `json:"data"`
+	}
+	if err := json.Unmarshal(testimages.QemuImg(t, "map", "--output=json", "-f", "vmdk", img), &extents); err != nil {
+		t.Fatal(err)
+	}
+	var data int64
+	for _, e := range extents {
+		if e.Data {
+			data += e.Length
+		}
+	}
+	if data != 1<<30 {
+		t.Fatalf("qemu-img maps %d bytes of data: the fixture is not genuine", data)
+	}
+	refused(t, img, "grain is referenced twice")
+}
+
+// TestVMDKGrainOverlaps: a grain on the header, the descriptor or a grain
+// table, as hand edits of a qemu-img image.
+func TestVMDKGrainOverlaps(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	dir := t.TempDir()
+	for _, v := range []testimages.Variant{testimages.Variants[3], testimages.Variants[4]} {
+		img, _ := os.ReadFile(testimages.Make(t, dir, testimages.Raw(t, dir, 4<<20), v))
+		le := binary.LittleEndian
+		gt := le.Uint32(img[le.Uint64(img[56:])*512:])
+		for _, tc := range []struct {
+			name   string
+			sector uint32
+			why    string
+		}{
+			{"on the header", 0, ""}, // 0 is unallocated
+			{"on the descriptor", 2, "referenced twice or overlaps the metadata"},
+			{"on a grain table", gt, "referenced twice or overlaps the metadata"},
+			{"on the first grain", le.Uint32(img[gt*512:]), "referenced twice"},
+			{"past the end", uint32(len(img) / 512), "outside the file"},
+		} {
+			t.Run(v.Name+" "+tc.name, func(t *testing.T) {
+				bad := bytes.Clone(img)
+				le.PutUint32(bad[gt*512+4:], tc.sector) // the second entry of the first table
+				path := write(t, dir, "overlap.vmdk", bad)
+				if tc.why == "" {
+					if _, err := inspectFile(t, path); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				refused(t, path, tc.why)
+			})
+		}
+	}
+}

@@ -207,23 +207,50 @@ func checkQcow2Clusters(r io.ReaderAt, size int64, h []byte, extendedL2 bool) er
 	return nil
 }
 
-// clusterSet is a set of host cluster indexes, one bit each.
-type clusterSet []uint64
+// clusterSet is a set of host cluster (or sector) indexes below n, one bit
+// each.
+type clusterSet struct {
+	bits []uint64
+	n    int64
+}
 
-func newClusterSet(n int64) clusterSet { return make(clusterSet, (n+63)/64) }
+func newClusterSet(n int64) clusterSet { return clusterSet{make([]uint64, (n+63)/64), n} }
 
 // add puts c in the set and reports whether it was new. An index outside
 // the file is never new.
 func (s clusterSet) add(c int64) bool {
-	if c < 0 || c >= int64(len(s))*64 || s[c/64]&(1<<(c%64)) != 0 {
+	if c < 0 || c >= s.n || s.bits[c/64]&(1<<(c%64)) != 0 {
 		return false
 	}
-	s[c/64] |= 1 << (c % 64)
+	s.bits[c/64] |= 1 << (c % 64)
+	return true
+}
+
+// addRange puts [from, from+n) in the set and reports whether all of it
+// was new; it stops at the first index that was not.
+func (s clusterSet) addRange(from, n int64) bool {
+	if from < 0 || n < 0 || from > s.n-n {
+		return false
+	}
+	for c := from; c < from+n; {
+		if c%64 == 0 && c+64 <= from+n { // a whole word at once
+			if s.bits[c/64] != 0 {
+				return false
+			}
+			s.bits[c/64] = ^uint64(0)
+			c += 64
+			continue
+		}
+		if !s.add(c) {
+			return false
+		}
+		c++
+	}
 	return true
 }
 
 func (s clusterSet) has(c int64) bool {
-	return c >= 0 && c < int64(len(s))*64 && s[c/64]&(1<<(c%64)) != 0
+	return c >= 0 && c < s.n && s.bits[c/64]&(1<<(c%64)) != 0
 }
 
 // checkQcow2Tables checks that the L1 and refcount tables lie in the file:

@@ -2,6 +2,7 @@ package diskformat
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"regexp"
 	"strings"
@@ -23,6 +24,12 @@ const (
 	// the header says: s->desc_offset = 0x200, DESC_SIZE = 20 sectors.
 	vmdkQemuDescAt  = 0x200
 	vmdkQemuDescLen = 20 * 512
+	// qemu's limits (vmdk_open_vmdk4, vmdk_add_extent).
+	vmdkMaxGTEntries   = 512
+	vmdkMaxGranularity = 0x200000
+	vmdkFlagZeroGrain  = 1 << 2
+	// vmdkMaxSectors bounds the walk's bitset to 32 MiB: a 128 GiB file.
+	vmdkMaxSectors = 1 << 28
 )
 
 // vmdkSafeTypes hold their data in the one file that carries the descriptor.
@@ -100,7 +107,75 @@ func probeVMDK(r io.ReaderAt, size int64) (Info, bool, error) {
 	if strings.Contains(cString(window), "parentFileNameHint") {
 		return info, true, unsafe(VMDK, "the descriptor names a parent image (parentFileNameHint), another file that qemu-img would open")
 	}
-	return info, true, nil
+	return info, true, checkVMDKGrains(r, size, h, int64(descOffset), int64(descSectors))
+}
+
+// checkVMDKGrains walks the grain directory and grain tables as qemu reads
+// them (get_cluster_offset): each grain table and each grain must lie in
+// the file and be referenced once, apart from the header and descriptor
+// (descriptor sectors from descOffset) and from each other. A sparse VMDK whose tables all point
+// at one grain passes `qemu-img check` and expands 256 KiB to a disk of
+// written data. Compressed grains (streamOptimized) vary in length, so
+// only their first sectors are compared. Memory: one bit per sector of the
+// file and one grain table; work: each table is read once.
+func checkVMDKGrains(r io.ReaderAt, size int64, h []byte, descOffset, descSectors int64) error {
+	capacity, granularity := le.Uint64(h[12:]), le.Uint64(h[20:])
+	gtEntries, gdOffset := uint64(le.Uint32(h[44:])), le.Uint64(h[56:])
+	compressed := le.Uint16(h[77:]) == 1
+	zeroGrains := le.Uint32(h[8:])&vmdkFlagZeroGrain != 0
+	perGD := gtEntries * granularity
+	switch {
+	case gtEntries == 0 || gtEntries > vmdkMaxGTEntries || granularity == 0 || granularity > vmdkMaxGranularity || perGD > 1<<32-1:
+		return invalid(VMDK, "the grain table size %d or the grain size %d is invalid", gtEntries, granularity)
+	case size/512 > vmdkMaxSectors:
+		return &Error{Kind: ErrUnsupported, Format: VMDK, Reason: fmt.Sprintf("the file is over %d sectors, more than this importer checks", vmdkMaxSectors)}
+	}
+	gdEntries := (capacity + perGD - 1) / perGD
+	if gdEntries*4 > uint64(size) || gdOffset > uint64(size)/512 || gdOffset*512+gdEntries*4 > uint64(size) {
+		return invalid(VMDK, "the grain directory lies outside the file (truncated?)")
+	}
+	sectors := size / 512
+	used := newClusterSet(sectors)
+	claim := used.addRange // marks sectors, false if one was taken
+	claim(0, 1)                    // the header
+	claim(descOffset, descSectors) // the descriptor, in the file (checked above)
+	if !claim(int64(gdOffset), int64(gdEntries*4+511)/512) {
+		return unsafe(VMDK, "the grain directory overlaps the header or the descriptor")
+	}
+	gd := make([]byte, min(gdEntries*4, 64<<10))
+	gt := make([]byte, gtEntries*4)
+	for i := uint64(0); i < gdEntries; i++ {
+		if i*4%uint64(len(gd)) == 0 && !readAt(r, size, int64(gdOffset*512+i*4), gd[:min(uint64(len(gd)), (gdEntries-i)*4)]) {
+			return invalid(VMDK, "the grain directory is truncated")
+		}
+		at := int64(le.Uint32(gd[i*4%uint64(len(gd)):]))
+		if at == 0 {
+			continue
+		}
+		if !readAt(r, size, at*512, gt) {
+			return invalid(VMDK, "a grain table lies outside the file (truncated?)")
+		}
+		if !claim(at, (int64(len(gt))+511)/512) {
+			return unsafe(VMDK, "a grain table is referenced twice or overlaps other metadata (grain directory entry %d), which makes a small file expand to a large disk", i)
+		}
+		for e := gt; len(e) >= 4; e = e[4:] {
+			grain := int64(le.Uint32(e))
+			switch {
+			case grain == 0 || grain == 1 && zeroGrains:
+				continue
+			case compressed && grain >= sectors:
+				return invalid(VMDK, "a grain lies outside the file (truncated?)")
+			case compressed && !claim(grain, 1):
+				return unsafe(VMDK, "a grain is referenced twice or overlaps the metadata, which makes a small file expand to a large disk")
+			case compressed:
+			case grain+int64(granularity) > sectors:
+				return invalid(VMDK, "a grain lies outside the file (truncated?)")
+			case !claim(grain, int64(granularity)):
+				return unsafe(VMDK, "a grain is referenced twice or overlaps the metadata, which makes a small file expand to a large disk")
+			}
+		}
+	}
+	return nil
 }
 
 // vmdkFooter returns the header copy in a streamOptimized footer, where

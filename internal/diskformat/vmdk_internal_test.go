@@ -48,3 +48,18 @@ func TestVMDKTextProbe(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterSetAddRange(t *testing.T) {
+	s := newClusterSet(300)
+	for _, tc := range []struct {
+		from, n int64
+		want    bool
+	}{
+		{0, 1, true}, {0, 1, false}, {1, 200, true}, {150, 10, false}, {201, 63, true},
+		{264, 36, true}, {299, 1, false}, {300, 1, false}, {-1, 1, false},
+	} {
+		if got := s.addRange(tc.from, tc.n); got != tc.want {
+			t.Errorf("addRange(%d, %d) = %v, want %v", tc.from, tc.n, got, tc.want)
+		}
+	}
+}

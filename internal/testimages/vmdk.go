@@ -198,3 +198,39 @@ func COWDVMDK(t testing.TB, dir string) string {
 	copy(img[512:], "CID=12345678\nparentCID=ffffffff\n")
 	return write(t, filepath.Join(dir, "cowd.img"), img)
 }
+
+// SharedGrainVMDK writes shared-grain.vmdk, a monolithicSparse VMDK made by
+// qemu-img (1 GiB, 256 KiB of file) whose grain tables, the redundant ones
+// too, all point at its one grain of data. `qemu-img check` finds nothing
+// wrong and qemu-img convert writes 1 GiB of that grain over and over.
+func SharedGrainVMDK(t testing.TB, dir string) string {
+	t.Helper()
+	raw := filepath.Join(dir, "one-grain.raw")
+	grain := bytes.Repeat([]byte("one grain "), 64<<10/10+1)[:64<<10]
+	write(t, raw, grain)
+	if err := os.Truncate(raw, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "shared-grain.vmdk")
+	QemuImg(t, "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse", raw, path)
+	os.Remove(raw)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	capacity, granularity := le.Uint64(data[12:]), le.Uint64(data[20:])
+	gtEntries := uint64(le.Uint32(data[44:]))
+	gdEntries := (capacity + gtEntries*granularity - 1) / (gtEntries * granularity)
+	firstGT := le.Uint32(data[le.Uint64(data[56:])*512:])
+	first := le.Uint32(data[firstGT*512:])
+	for _, gd := range []uint64{le.Uint64(data[56:]), le.Uint64(data[48:])} { // the grain directory and its copy
+		for i := range gdEntries {
+			gt := uint64(le.Uint32(data[gd*512+i*4:]))
+			for j := range gtEntries {
+				le.PutUint32(data[gt*512+j*4:], first)
+			}
+		}
+	}
+	return write(t, path, data)
+}
