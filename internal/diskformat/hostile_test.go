@@ -321,3 +321,30 @@ func TestVMDKGrainOverlaps(t *testing.T) {
 		}
 	}
 }
+
+// TestVHDSharedBlock: a dynamic VHD whose table points every entry at one
+// block maps a disk of data; Inspect refuses it. The old inspector accepted
+// it.
+func TestVHDSharedBlock(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	img := testimages.SharedBlockVHD(t, t.TempDir())
+	var extents []struct {
+		Length int64 `json:"length"`
+		Data   bool  `json:"data"`
+	}
+	if err := json.Unmarshal(testimages.QemuImg(t, "map", "--output=json", "-f", "vpc", img), &extents); err != nil {
+		t.Fatal(err)
+	}
+	var data int64
+	for _, e := range extents {
+		if e.Data {
+			data += e.Length
+		}
+	}
+	st, _ := os.Stat(img)
+	if data < 1<<30 {
+		t.Fatalf("qemu-img maps %d bytes of data: the fixture is not genuine", data)
+	}
+	t.Logf("a %d-byte VHD maps %d bytes of data", st.Size(), data)
+	refused(t, img, "block is used twice")
+}

@@ -2,6 +2,7 @@ package diskformat
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 )
 
@@ -39,10 +40,61 @@ func probeVHD(r io.ReaderAt, size int64) (Info, bool, error) {
 		if off := be.Uint64(footer[16:]); off > uint64(size) || !readAt(r, size, int64(off), make([]byte, 8)) {
 			return info, true, invalid(VHD, "the dynamic disk header lies outside the file (truncated?)")
 		}
+		if err := checkVHDBlocks(r, size, int64(be.Uint64(footer[16:])), info.VirtualSize); err != nil {
+			return info, true, err
+		}
 	default:
 		return info, true, invalid(VHD, "disk type %d does not match where the footer is", diskType)
 	}
 	return info, true, nil
+}
+
+// vhdMaxSectors bounds the block walk's bitset to 32 MiB: a 128 GiB file.
+const vhdMaxSectors = 1 << 28
+
+// checkVHDBlocks walks the block allocation table of a dynamic disk as
+// qemu's vpc driver reads it: each block (its bitmap, then its data) must
+// lie in the file and be used once, apart from the footers, the dynamic
+// header and the table. A 2 MiB VHD whose table points every entry at one
+// block reads as 1 GiB of data. Memory: one bit per sector of the file.
+func checkVHDBlocks(r io.ReaderAt, size, dynOffset, virtual int64) error {
+	dyn := make([]byte, 36)
+	if !readAt(r, size, dynOffset, dyn) {
+		return invalid(VHD, "the dynamic disk header is truncated")
+	}
+	table, entries, blockSize := be.Uint64(dyn[16:]), int64(be.Uint32(dyn[28:])), int64(be.Uint32(dyn[32:]))
+	switch {
+	case blockSize < 512 || blockSize&(blockSize-1) != 0:
+		return invalid(VHD, "the block size %d is not a power of two of at least 512", blockSize)
+	case table > uint64(size) || int64(table)+entries*4 > size:
+		return invalid(VHD, "the block allocation table lies outside the file (truncated?)")
+	case size/512 > vhdMaxSectors:
+		return &Error{Kind: ErrUnsupported, Format: VHD, Reason: fmt.Sprintf("the file is over %d sectors, more than this importer checks", vhdMaxSectors)}
+	}
+	bitmapSectors := (blockSize/(8*512) + 511) / 512
+	blockSectors := bitmapSectors + blockSize/512
+	used := newClusterSet(size / 512)
+	used.addRange(0, 1)             // the footer's copy
+	used.addRange(size/512-1, 1)    // the footer
+	used.addRange(dynOffset/512, 2) // the dynamic header
+	used.addRange(int64(table)/512, (entries*4+int64(table)%512+511)/512)
+	entries = min(entries, (virtual+blockSize-1)/blockSize) // qemu reads no further
+	bat := make([]byte, min(entries*4, 64<<10))
+	for i := int64(0); i < entries; i++ {
+		if i*4%int64(len(bat)) == 0 && !readAt(r, size, int64(table)+i*4, bat[:min(int64(len(bat)), (entries-i)*4)]) {
+			return invalid(VHD, "the block allocation table is truncated")
+		}
+		at := be.Uint32(bat[i*4%int64(len(bat)):])
+		switch {
+		case at == 0xffffffff:
+			continue
+		case int64(at)+blockSectors > size/512:
+			return invalid(VHD, "a block lies outside the file (truncated?)")
+		case !used.addRange(int64(at), blockSectors):
+			return unsafe(VHD, "a block is used twice or overlaps the metadata (table entry %d), which makes a small file expand to a large disk", i)
+		}
+	}
+	return nil
 }
 
 // VHDX, as Microsoft's [MS-VHDX] describes it.
