@@ -136,7 +136,7 @@ func checkVMDKGrains(r io.ReaderAt, size int64, h []byte, descOffset, descSector
 	}
 	sectors := size / 512
 	used := newClusterSet(sectors)
-	claim := used.addRange // marks sectors, false if one was taken
+	claim := used.addRange         // marks sectors, false if one was taken
 	claim(0, 1)                    // the header
 	claim(descOffset, descSectors) // the descriptor, in the file (checked above)
 	if !claim(int64(gdOffset), int64(gdEntries*4+511)/512) {
