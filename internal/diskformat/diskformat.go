@@ -17,8 +17,8 @@
 //   - bytes that qemu would probe as a format of its own (QED, LUKS,
 //     Parallels, Bochs, cloop, VMware 3 COWD, a VMDK text descriptor) are
 //     named and refused, so that nothing declared raw turns into one later;
-//   - vmdk and vhd sparse tables, like qcow2's: no grain, grain table or
-//     block used twice or overlapping the metadata;
+//   - vmdk, vhd and vhdx sparse tables, like qcow2's: no grain, grain
+//     table or block used twice or overlapping the metadata;
 //   - vhd, vhdx, vdi: no differencing (parent) images;
 //   - every format: a virtual size within the configured limit.
 package diskformat

@@ -322,29 +322,43 @@ func TestVMDKGrainOverlaps(t *testing.T) {
 	}
 }
 
-// TestVHDSharedBlock: a dynamic VHD whose table points every entry at one
-// block maps a disk of data; Inspect refuses it. The old inspector accepted
-// it.
-func TestVHDSharedBlock(t *testing.T) {
+// TestSharedBlocks: a dynamic VHD or a VHDX whose table points every
+// entry at one block maps a disk of data (and the VHDX passes qemu-img
+// check); Inspect refuses both. The old inspector accepted them.
+func TestSharedBlocks(t *testing.T) {
 	testimages.RequireQemuImg(t)
-	img := testimages.SharedBlockVHD(t, t.TempDir())
-	var extents []struct {
-		Length int64 `json:"length"`
-		Data   bool  `json:"data"`
+	for _, tc := range []struct {
+		format, qemu string
+		build        func(testing.TB, string) string
+		why          string
+	}{
+		{"vhd", "vpc", testimages.SharedBlockVHD, "block is used twice"},
+		{"vhdx", "vhdx", testimages.SharedBlockVHDX, "payload block is used twice"},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			img := tc.build(t, t.TempDir())
+			var extents []struct {
+				Length int64 `json:"length"`
+				Data   bool  `json:"data"`
+			}
+			if err := json.Unmarshal(testimages.QemuImg(t, "map", "--output=json", "-f", tc.qemu, img), &extents); err != nil {
+				t.Fatal(err)
+			}
+			var data int64
+			for _, e := range extents {
+				if e.Data {
+					data += e.Length
+				}
+			}
+			st, _ := os.Stat(img)
+			if data < 1<<30 {
+				t.Fatalf("qemu-img maps %d bytes of data: the fixture is not genuine", data)
+			}
+			t.Logf("a %d-byte %s maps %d bytes of data", st.Size(), tc.format, data)
+			if tc.format == "vhdx" {
+				testimages.QemuImg(t, "check", "-f", "vhdx", img)
+			}
+			refused(t, img, tc.why)
+		})
 	}
-	if err := json.Unmarshal(testimages.QemuImg(t, "map", "--output=json", "-f", "vpc", img), &extents); err != nil {
-		t.Fatal(err)
-	}
-	var data int64
-	for _, e := range extents {
-		if e.Data {
-			data += e.Length
-		}
-	}
-	st, _ := os.Stat(img)
-	if data < 1<<30 {
-		t.Fatalf("qemu-img maps %d bytes of data: the fixture is not genuine", data)
-	}
-	t.Logf("a %d-byte VHD maps %d bytes of data", st.Size(), data)
-	refused(t, img, "block is used twice")
 }

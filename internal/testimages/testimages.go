@@ -195,6 +195,7 @@ func hostileParsing(t testing.TB, dir, src string) []Hostile {
 		{"qcow2 whose L1 entries share an L2 table", "qcow2", SharedL2Qcow2(t, dir), "L2 table is referenced twice"},
 		{"vmdk whose grain tables all point at one grain", "vmdk", SharedGrainVMDK(t, dir), "grain is referenced twice"},
 		{"vhd whose table points every entry at one block", "vhd", SharedBlockVHD(t, dir), "block is used twice"},
+		{"vhdx whose table points every entry at one block", "vhdx", SharedBlockVHDX(t, dir), "payload block is used twice"},
 	}
 	images := QemuOnlyImages(t, dir)
 	for _, format := range []string{"qed", "luks", "parallels", "bochs", "cloop"} {
