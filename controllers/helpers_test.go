@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"testing"
 	"time"
 
@@ -128,14 +129,7 @@ func finishPod(t *testing.T, job *batchv1.Job, name string, code int32, message 
 	t.Helper()
 	ctx := context.Background()
 	g := NewWithT(t)
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: job.Namespace, Name: name,
-			Labels: map[string]string{batchv1.ControllerUidLabel: string(job.UID), batchv1.JobNameLabel: job.Name},
-		},
-		Spec: job.Spec.Template.Spec,
-	}
-	g.Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+	pod := createPod(t, job, name)
 	phase := corev1.PodSucceeded
 	if code != 0 {
 		phase = corev1.PodFailed
@@ -162,18 +156,107 @@ func resultJSON(t *testing.T, r importresult.Result) string {
 	return string(b)
 }
 
-// eventReasons lists the reasons of the events about the task.
-func eventReasons(t *testing.T, task *tasksv1.ImageImportTask) []string {
+// createPod plays the Job controller: a pod of the Job, as it creates them
+// (the template's labels and the Job's), not started yet.
+func createPod(t *testing.T, job *batchv1.Job, name string) *corev1.Pod {
+	t.Helper()
+	labels := maps.Clone(job.Spec.Template.Labels)
+	labels[batchv1.ControllerUidLabel], labels[batchv1.JobNameLabel] = string(job.UID), job.Name
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: job.Namespace, Name: name, Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(job, batchv1.SchemeGroupVersion.WithKind("Job"))},
+		},
+		Spec: job.Spec.Template.Spec,
+	}
+	NewWithT(t).Expect(k8sClient.Create(context.Background(), pod)).To(Succeed())
+	return pod
+}
+
+// setPodStatus plays the scheduler and the kubelet.
+func setPodStatus(t *testing.T, pod *corev1.Pod, status corev1.PodStatus) {
+	t.Helper()
+	ctx := context.Background()
+	g := NewWithT(t)
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+	pod.Status = status
+	g.Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+}
+
+// warnAbout plays a Kubernetes component that records a Warning event
+// about obj, as client-go's core/v1 recorder does.
+func warnAbout(t *testing.T, obj client.Object, kind, component, reason, message string) {
+	t.Helper()
+	now := metav1.Now()
+	gvk, err := k8sClient.GroupVersionKindFor(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), GenerateName: obj.GetName() + "."},
+		InvolvedObject: corev1.ObjectReference{
+			Kind: kind, APIVersion: gvk.GroupVersion().String(),
+			Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(),
+		},
+		Reason: reason, Message: message, Type: corev1.EventTypeWarning, Count: 1,
+		Source:         corev1.EventSource{Component: component},
+		FirstTimestamp: now, LastTimestamp: now,
+	}
+	if err := k8sClient.Create(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// taskEvent is an event about a task.
+type taskEvent struct{ Type, Reason, Note string }
+
+// eventsOf lists the events about the task.
+func eventsOf(t *testing.T, task *tasksv1.ImageImportTask) []taskEvent {
 	t.Helper()
 	var list eventsv1.EventList
 	if err := k8sClient.List(context.Background(), &list, client.InNamespace(task.Namespace)); err != nil {
 		t.Fatal(err)
 	}
-	var reasons []string
+	var events []taskEvent
 	for _, e := range list.Items {
 		if e.Regarding.UID == task.UID {
-			reasons = append(reasons, e.Reason)
+			events = append(events, taskEvent{e.Type, e.Reason, e.Note})
 		}
 	}
+	return events
+}
+
+// eventReasons lists the reasons of the events about the task.
+func eventReasons(t *testing.T, task *tasksv1.ImageImportTask) []string {
+	t.Helper()
+	var reasons []string
+	for _, e := range eventsOf(t, task) {
+		reasons = append(reasons, e.Reason)
+	}
 	return reasons
+}
+
+// failureMetrics are the metrics a task's failure moves.
+type failureMetrics struct{ failures, durations float64 }
+
+func failureMetricsFor(reason string) failureMetrics {
+	return failureMetrics{
+		failures:  gathered("imageimport_task_failures_total", map[string]string{"reason": reason}),
+		durations: gathered("imageimport_task_duration_seconds", map[string]string{"status": "failure"}),
+	}
+}
+
+// expectFailureRecorded checks what a failed task leaves besides its
+// status: a Warning event with the reason, and metrics: one more failure
+// with metricReason (the importer's reason when it gave one, the
+// condition's otherwise), and one more duration of a failed task.
+func expectFailureRecorded(t *testing.T, task *tasksv1.ImageImportTask, reason, metricReason string, before failureMetrics) {
+	t.Helper()
+	g := NewWithT(t)
+	g.Eventually(func() []taskEvent { return eventsOf(t, task) }, wait).Should(ContainElement(And(
+		HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", reason),
+		HaveField("Note", HavePrefix("Task failed: ")))), "the failure's Warning event")
+	after := failureMetricsFor(metricReason)
+	g.Expect(after.failures).To(Equal(before.failures+1), "imageimport_task_failures_total{reason=%q}", metricReason)
+	g.Expect(after.durations).To(BeNumerically(">=", before.durations+1), "imageimport_task_duration_seconds{status=\"failure\"}")
 }

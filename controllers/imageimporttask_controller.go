@@ -14,17 +14,27 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/importresult"
@@ -34,6 +44,24 @@ import (
 // Glance's [task] task_time_to_live.
 const DefaultTaskTTL = 48 * time.Hour
 
+// DefaultStoreClaimTimeout is how long a task waits for the image store's
+// claim to exist in its namespace before it fails.
+//
+// It is shorter than the import's own bound (activeDeadlineSeconds, an hour
+// by default) because nothing in the cluster ever creates the claim by
+// itself: unlike a full quota, a busy cluster or a registry that is down, a
+// missing claim does not heal, and an hour of "pending" only hides a
+// mistake. The wait covers the manifests of a namespace that are applied
+// in no particular order (kubectl apply -f dir/, a GitOps sync) and a human
+// who creates the claim on reading the task's message.
+const DefaultStoreClaimTimeout = 5 * time.Minute
+
+// containerCreatingRecheck is how often a task whose importer pod is stuck
+// creating its container looks for the kubelet's warnings about it: the
+// kubelet reports failed mounts and sandboxes only as events, which are not
+// watched (there are too many of them in a cluster to cache).
+const containerCreatingRecheck = 30 * time.Second
+
 // ImageImportTaskReconciler reconciles ImageImportTasks.
 type ImageImportTaskReconciler struct {
 	client.Client
@@ -42,21 +70,33 @@ type ImageImportTaskReconciler struct {
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  recorder.EventRecorder
-	Clock     clock.PassiveClock
-	Metrics   *Metrics
+	// Clock is the reconciler's time, and its work queue's: a requeue
+	// after a duration is a requeue after that duration on this clock.
+	Clock   clock.WithTicker
+	Metrics *Metrics
 
 	Importer ImporterConfig
 	// TaskTTL is the time from completion to expiresAt.
 	TaskTTL time.Duration
+	// StoreClaimTimeout bounds the wait of a task for the store claim to
+	// exist, from the task's creation (DefaultStoreClaimTimeout if zero).
+	StoreClaimTimeout time.Duration
 	// MaxConcurrentReconciles bounds the reconciles that run at once.
 	MaxConcurrentReconciles int
+
+	// importerCache holds the importer pods, the store claims and the Job
+	// controller's FailedCreate events, and nothing else (label and field
+	// selectors); SetupWithManager makes it.
+	importerCache cache.Cache
 }
 
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;create
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -74,6 +114,7 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	before := task.DeepCopy()
 	defer func() { retErr = r.patchStatus(ctx, before, task, retErr) }()
 
+	var recheck time.Duration
 	if !task.Status.Status.Terminal() {
 		obs, err := r.observe(ctx, task)
 		if err != nil {
@@ -82,8 +123,15 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		out := observe(task, obs)
 		taken := applyOutcome(task, obs, out, r.Clock.Now(), r.TaskTTL)
 		r.record(task, before, obs, taken)
+		if !task.Status.Status.Terminal() {
+			recheck = obs.recheck
+		}
 	}
-	return r.expire(ctx, task)
+	res, err := r.expire(ctx, task)
+	if recheck > 0 && (res.RequeueAfter == 0 || recheck < res.RequeueAfter) {
+		res.RequeueAfter = recheck
+	}
+	return res, err
 }
 
 // observe gathers what the task's import did: its Job, and once the Job has
@@ -92,20 +140,46 @@ func (r *ImageImportTaskReconciler) observe(ctx context.Context, task *tasksv1.I
 	if msg := inputProblem(task); msg != "" {
 		return failed(tasksv1.ReasonInvalidInput, msg), nil
 	}
-	job, deleted, err := r.ensureJob(ctx, task)
+	job, err := r.currentJob(ctx, task)
 	switch {
 	case err != nil:
 		return observation{}, err
-	case deleted:
+	case job == nil && task.Status.JobName != "":
+		// The Job existed (the status names it) and is gone: the import
+		// was cancelled behind our back and must not silently run again.
 		return failed(tasksv1.ReasonJobDeleted, "The import Job was deleted before the import finished."), nil
+	case job == nil:
+		if obs, waiting, err := r.waitForStoreClaim(ctx, task); waiting || err != nil {
+			return obs, err
+		}
+		if job, err = r.createJob(ctx, task); err != nil {
+			return observation{}, err
+		}
 	case !metav1.IsControlledBy(job, task):
 		return failed(tasksv1.ReasonJobConflict, fmt.Sprintf(
 			"Job %s already exists and does not belong to this task.", job.Name)), nil
 	}
 	obs := observation{job: job, storeLocation: storeLocation(task, r.Importer.StoreClaimName)}
-	if finishedCondition(job) != nil {
-		obs.result, obs.podMessage, err = r.lastResult(ctx, job)
+	done := finishedCondition(job)
+	if done != nil {
+		pods, err := r.jobPods(ctx, r.APIReader, job) // the final word, not a cache that may lag
+		if err != nil {
+			return observation{}, err
+		}
+		obs.result, obs.podMessage = lastResult(pods)
+		if done.Reason == batchv1.JobReasonDeadlineExceeded {
+			// Pods the deadline left, if any, say why nothing ran.
+			obs.waiting = startProblem(pods, nil, nil)
+		}
+		return obs, nil
 	}
+	if jobCondition(job, batchv1.JobFailureTarget) != nil {
+		// The Job controller is ending the Job, and deletes its pods: what
+		// they said about why they did not start stays until it has ended.
+		obs.waiting = startProblemOf(task)
+		return obs, nil
+	}
+	obs.waiting, obs.recheck, err = r.whyNotRunning(ctx, job)
 	return obs, err
 }
 
@@ -128,43 +202,125 @@ func inputProblem(task *tasksv1.ImageImportTask) string {
 	return ""
 }
 
-// ensureJob returns the task's Job, creating it when there is none. deleted
-// reports a Job that existed (the status names it) and is gone: the import
-// was cancelled behind our back and must not silently run again.
-func (r *ImageImportTaskReconciler) ensureJob(ctx context.Context, task *tasksv1.ImageImportTask) (job *batchv1.Job, deleted bool, err error) {
+// currentJob returns the task's Job, nil when there is none.
+func (r *ImageImportTaskReconciler) currentJob(ctx context.Context, task *tasksv1.ImageImportTask) (*batchv1.Job, error) {
 	key := client.ObjectKey{Namespace: task.Namespace, Name: jobName(task)}
-	job = &batchv1.Job{}
-	err = r.Get(ctx, key, job)
-	if err == nil || !apierrors.IsNotFound(err) {
-		return job, false, err
-	}
-	if task.Status.JobName != "" {
+	job := &batchv1.Job{}
+	err := r.Get(ctx, key, job)
+	if apierrors.IsNotFound(err) && task.Status.JobName != "" {
 		// The cache may lag behind our own create: ask the API server.
 		err = r.APIReader.Get(ctx, key, job)
-		if apierrors.IsNotFound(err) {
-			return nil, true, nil
-		}
-		return job, false, err
 	}
-	if err := r.ensureImporterAccess(ctx, task); err != nil {
-		return nil, false, err
-	}
-	job = desiredJob(task, r.Importer)
-	if err := ctrl.SetControllerReference(task, job, r.Scheme); err != nil {
-		return nil, false, err
-	}
-	err = r.Create(ctx, job)
-	if apierrors.IsAlreadyExists(err) {
-		// Created by an earlier reconcile that the cache has not seen yet.
-		err = r.APIReader.Get(ctx, key, job)
-		return job, false, err
+	if apierrors.IsNotFound(err) {
+		return nil, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("creating Job %s: %w", key.Name, err)
+		return nil, err
+	}
+	return job, nil
+}
+
+// createJob creates the task's Job and what its pod runs as. The Job's
+// name is the lock that keeps one Job per task.
+func (r *ImageImportTaskReconciler) createJob(ctx context.Context, task *tasksv1.ImageImportTask) (*batchv1.Job, error) {
+	if err := r.ensureImporterAccess(ctx, task); err != nil {
+		return nil, err
+	}
+	job := desiredJob(task, r.Importer)
+	if err := ctrl.SetControllerReference(task, job, r.Scheme); err != nil {
+		return nil, err
+	}
+	err := r.Create(ctx, job)
+	if apierrors.IsAlreadyExists(err) {
+		// Created by an earlier reconcile that the cache has not seen yet.
+		err = r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), job)
+		return job, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating Job %s: %w", job.Name, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Created Job", "job", klog.KObj(job))
 	r.Recorder.Eventf(task, job, corev1.EventTypeNormal, "JobCreated", "CreateJob", "Created Job %s", job.Name)
-	return job, false, nil
+	return job, nil
+}
+
+// waitForStoreClaim holds back the Job of a task while the image store's
+// claim does not exist in its namespace: its pod could not be scheduled.
+// waiting is false when the claim exists. The task fails when the claim
+// has not appeared StoreClaimTimeout after the task's creation.
+func (r *ImageImportTaskReconciler) waitForStoreClaim(ctx context.Context, task *tasksv1.ImageImportTask) (obs observation, waiting bool, err error) {
+	claim := r.Importer.StoreClaimName
+	key := client.ObjectKey{Namespace: task.Namespace, Name: claim}
+	pvc := &corev1.PersistentVolumeClaim{}
+	err = r.importerCache.Get(ctx, key, pvc)
+	if apierrors.IsNotFound(err) {
+		// The cache may not have seen a claim created a moment ago.
+		err = r.APIReader.Get(ctx, key, pvc)
+	}
+	why := ""
+	switch {
+	case apierrors.IsNotFound(err):
+		why = fmt.Sprintf("The image store claim %q does not exist in namespace %q", claim, task.Namespace)
+	case err != nil:
+		return observation{}, false, fmt.Errorf("reading PersistentVolumeClaim %s: %w", claim, err)
+	case pvc.DeletionTimestamp != nil:
+		why = fmt.Sprintf("The image store claim %q in namespace %q is being deleted", claim, task.Namespace)
+	default:
+		return observation{}, false, nil
+	}
+	bound := cmp.Or(r.StoreClaimTimeout, DefaultStoreClaimTimeout)
+	deadline := task.CreationTimestamp.Add(bound)
+	left := deadline.Sub(r.Clock.Now())
+	if left <= 0 {
+		return failed(tasksv1.ReasonStoreClaimMissing, fmt.Sprintf(
+			"%s: the import waited %s for it. Create the claim and import again.", why, bound)), true, nil
+	}
+	return observation{
+		waiting: &problem{tasksv1.ReasonStoreClaimMissing, fmt.Sprintf(
+			"%s: the import starts when it does, and fails if it does not by %s.", why, deadline.UTC().Format(time.RFC3339))},
+		recheck: left,
+	}, true, nil
+}
+
+// whyNotRunning looks for what keeps a running Job's importer from
+// starting (startProblem). recheck is set while its pod is stuck creating
+// its container, whose cause only the kubelet's events tell.
+func (r *ImageImportTaskReconciler) whyNotRunning(ctx context.Context, job *batchv1.Job) (*problem, time.Duration, error) {
+	pods, err := r.jobPods(ctx, r.importerCache, job)
+	if err != nil {
+		return nil, 0, err
+	}
+	var events corev1.EventList
+	if err := r.importerCache.List(ctx, &events, client.InNamespace(job.Namespace)); err != nil {
+		return nil, 0, fmt.Errorf("listing events of Job %s: %w", job.Name, err)
+	}
+	failedCreates := slices.DeleteFunc(events.Items, func(e corev1.Event) bool { return e.InvolvedObject.UID != job.UID })
+	var warnings []corev1.Event
+	var recheck time.Duration
+	if pod := pendingPod(pods); pod != nil && creating(pod) {
+		var list corev1.EventList
+		err := r.APIReader.List(ctx, &list, client.InNamespace(pod.Namespace), client.MatchingFieldsSelector{
+			Selector: fields.AndSelectors(
+				fields.OneTermEqualSelector("involvedObject.uid", string(pod.UID)),
+				fields.OneTermEqualSelector("type", corev1.EventTypeWarning)),
+		})
+		if err != nil {
+			return nil, 0, fmt.Errorf("listing events of pod %s: %w", pod.Name, err)
+		}
+		warnings, recheck = list.Items, containerCreatingRecheck
+	}
+	return startProblem(pods, failedCreates, warnings), recheck, nil
+}
+
+// jobPods lists the importer pods of a Job, from reader.
+func (r *ImageImportTaskReconciler) jobPods(ctx context.Context, reader client.Reader, job *batchv1.Job) ([]corev1.Pod, error) {
+	var pods corev1.PodList
+	err := reader.List(ctx, &pods, client.InNamespace(job.Namespace),
+		client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods of Job %s: %w", job.Name, err)
+	}
+	return pods.Items, nil
 }
 
 // ensureImporterAccess creates the import's service account and its right
@@ -183,17 +339,12 @@ func (r *ImageImportTaskReconciler) ensureImporterAccess(ctx context.Context, ta
 }
 
 // lastResult reads the import result from the termination message of the
-// Job's last finished importer pod.
-func (r *ImageImportTaskReconciler) lastResult(ctx context.Context, job *batchv1.Job) (*importresult.Result, string, error) {
-	var pods corev1.PodList
-	err := r.APIReader.List(ctx, &pods, client.InNamespace(job.Namespace),
-		client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)})
-	if err != nil {
-		return nil, "", fmt.Errorf("listing pods of Job %s: %w", job.Name, err)
-	}
+// Job's last finished importer pod; when the pod left no result, the
+// message says how it ended.
+func lastResult(pods []corev1.Pod) (*importresult.Result, string) {
 	var last *corev1.ContainerStateTerminated
-	for i := range pods.Items {
-		for _, cs := range pods.Items[i].Status.ContainerStatuses {
+	for i := range pods {
+		for _, cs := range pods[i].Status.ContainerStatuses {
 			term := cs.State.Terminated
 			if cs.Name == importerContainer && term != nil &&
 				(last == nil || term.FinishedAt.After(last.FinishedAt.Time)) {
@@ -202,26 +353,40 @@ func (r *ImageImportTaskReconciler) lastResult(ctx context.Context, job *batchv1
 		}
 	}
 	if last == nil {
-		return nil, "", nil
+		return nil, ""
 	}
 	if res, err := importresult.Parse(last.Message); err == nil {
-		return res, "", nil
+		return res, ""
 	}
 	msg := fmt.Sprintf("exit code %d (%s)", last.ExitCode, cmp.Or(last.Reason, "Error"))
 	if last.Message != "" {
 		msg += ": " + last.Message
 	}
-	return nil, truncate(msg, 1024), nil
+	return nil, truncate(msg, 1024)
 }
 
-// record emits an Event per transition and updates the metrics.
+// record emits an Event per transition, and a Warning when the importer
+// turns out unable to start, and updates the metrics.
 func (r *ImageImportTaskReconciler) record(task, before *tasksv1.ImageImportTask, obs observation, taken []transition) {
+	// A nil *batchv1.Job in the interface would not be nil: the recorder
+	// would dereference it. No Job, no related object.
+	var related runtime.Object
+	if obs.job != nil {
+		related = obs.job
+	}
 	for _, tr := range taken {
 		typ, note := corev1.EventTypeNormal, transitionNote(task, tr)
 		if tr.to == tasksv1.TaskFailure {
 			typ = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(task, obs.job, typ, tr.reason, "Transition", "%s", note)
+		if tasksv1.StartProblem(tr.reason) && !tr.to.Terminal() {
+			continue // told below, as the problem it is
+		}
+		r.Recorder.Eventf(task, related, typ, tr.reason, "Transition", "%s", note)
+	}
+	if p := startProblemOf(task); p != nil && p.reason != ptr.Deref(startProblemOf(before), problem{}).reason {
+		r.Recorder.Eventf(task, related, corev1.EventTypeWarning, p.reason, "Wait", "%s", truncate(p.message, 1024))
+		r.Metrics.observeStartProblem(p.reason)
 	}
 	reason := ""
 	if n := len(taken); n > 0 {
@@ -231,6 +396,16 @@ func (r *ImageImportTaskReconciler) record(task, before *tasksv1.ImageImportTask
 		reason = obs.result.Reason // the importer's reason is the more precise one
 	}
 	r.Metrics.observeTransition(before, task, reason)
+}
+
+// startProblemOf is what keeps a waiting task's importer from starting, as
+// its status says; nil when nothing does.
+func startProblemOf(task *tasksv1.ImageImportTask) *problem {
+	c := meta.FindStatusCondition(task.Status.Conditions, tasksv1.ConditionReconciling)
+	if c == nil || !tasksv1.StartProblem(c.Reason) {
+		return nil
+	}
+	return &problem{c.Reason, c.Message}
 }
 
 func transitionNote(task *tasksv1.ImageImportTask, tr transition) string {
@@ -284,14 +459,98 @@ func (r *ImageImportTaskReconciler) patchStatus(ctx context.Context, before, tas
 	return kerrors.NewAggregate([]error{retErr, client.IgnoreNotFound(err)})
 }
 
-// SetupWithManager registers the reconciler: it watches tasks and the Jobs
-// they own.
+// SetupWithManager registers the reconciler: it watches tasks, the Jobs
+// they own, the importer pods, the store claims and the Job controller's
+// FailedCreate events. The last three come from a cache of their own that
+// holds only those (selectors), not every pod, claim and event of the
+// cluster.
 func (r *ImageImportTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	importerPods, err := labels.NewRequirement(tasksv1.LabelTaskUID, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	r.importerCache, err = cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient: mgr.GetHTTPClient(),
+		Scheme:     mgr.GetScheme(),
+		Mapper:     mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:                   {Label: labels.NewSelector().Add(*importerPods)},
+			&corev1.PersistentVolumeClaim{}: {Field: fields.OneTermEqualSelector("metadata.name", r.Importer.StoreClaimName)},
+			&corev1.Event{}: {Field: fields.AndSelectors(
+				fields.OneTermEqualSelector("involvedObject.kind", "Job"),
+				fields.OneTermEqualSelector("reason", "FailedCreate"))},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(r.importerCache); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own status writes do not bump the generation: no self-triggering.
 		For(&tasksv1.ImageImportTask{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&batchv1.Job{}).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		WatchesRawSource(source.Kind(r.importerCache, client.Object(&corev1.Pod{}),
+			handler.EnqueueRequestsFromMapFunc(r.taskOfPod))).
+		WatchesRawSource(source.Kind(r.importerCache, client.Object(&corev1.Event{}),
+			handler.EnqueueRequestsFromMapFunc(r.taskOfEvent))).
+		WatchesRawSource(source.Kind(r.importerCache, client.Object(&corev1.PersistentVolumeClaim{}),
+			handler.EnqueueRequestsFromMapFunc(r.tasksWaitingForClaim))).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
+			// A work queue on r.Clock: RequeueAfter (expiry, the store
+			// claim's bound) is measured on the clock the reconciler reads.
+			UsePriorityQueue: ptr.To(false),
+			NewQueue: func(name string, rl workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+				return workqueue.NewTypedRateLimitingQueueWithConfig(rl, workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{
+					Name: name, Clock: r.Clock,
+				})
+			},
+		}).
 		Named("imageimporttask").
 		Complete(r)
+}
+
+// taskOfPod maps an importer pod to its task, through its Job.
+func (r *ImageImportTaskReconciler) taskOfPod(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.taskOfJob(ctx, obj.GetNamespace(), obj.GetLabels()[batchv1.JobNameLabel])
+}
+
+// taskOfEvent maps a FailedCreate event of a Job to the Job's task.
+func (r *ImageImportTaskReconciler) taskOfEvent(ctx context.Context, obj client.Object) []reconcile.Request {
+	e := obj.(*corev1.Event)
+	return r.taskOfJob(ctx, e.InvolvedObject.Namespace, e.InvolvedObject.Name)
+}
+
+func (r *ImageImportTaskReconciler) taskOfJob(ctx context.Context, namespace, name string) []reconcile.Request {
+	job := &batchv1.Job{}
+	if name == "" || r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, job) != nil {
+		return nil // a Job we do not know yet brings us here through its own watch
+	}
+	owner := metav1.GetControllerOf(job)
+	if owner == nil || owner.Kind != "ImageImportTask" || owner.APIVersion != tasksv1.GroupVersion.String() {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: namespace, Name: owner.Name}}}
+}
+
+// tasksWaitingForClaim maps a store claim to the tasks of its namespace
+// that have no Job yet.
+func (r *ImageImportTaskReconciler) tasksWaitingForClaim(ctx context.Context, obj client.Object) []reconcile.Request {
+	var tasks tasksv1.ImageImportTaskList
+	if err := r.List(ctx, &tasks, client.InNamespace(obj.GetNamespace())); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing ImageImportTasks waiting for their store claim")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, t := range tasks.Items {
+		if !t.Status.Status.Terminal() && t.Status.JobName == "" {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
+		}
+	}
+	return reqs
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/importresult"
@@ -68,6 +69,10 @@ func TestSuccessPath(t *testing.T) {
 
 	startJob(t, job)
 	waitForStatus(t, task, tasksv1.TaskProcessing)
+	// The importer's last push before it exits: 59% of its last phase.
+	pushed := task.DeepCopy()
+	pushed.Status.Progress = &tasksv1.Progress{Phase: "Storing", Percent: ptr.To[int32](59), BytesDone: 590, BytesTotal: 1000}
+	g.Expect(k8sClient.Status().Patch(context.Background(), pushed, client.MergeFrom(task))).To(Succeed())
 
 	res := importresult.Result{
 		ImageID: imageID(task), Size: 41126400, VirtualSize: 117440512, SourceFormat: "qcow2", DiskFormat: "raw",
@@ -87,13 +92,11 @@ func TestSuccessPath(t *testing.T) {
 	g.Expect(got.Status.ExpiresAt.Sub(got.Status.CompletionTime.Time)).To(Equal(testTTL))
 	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionReady)).To(BeTrue())
 	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReconciling)).To(BeNil())
-	g.Expect(got.Status.Progress.Phase).To(Equal("Done"))
+	g.Expect(got.Status.Progress).To(Equal(&tasksv1.Progress{
+		Phase: "Done", Percent: ptr.To[int32](100), BytesDone: 41126400, BytesTotal: 41126400,
+	}), "a finished import is 100%% done, whatever the importer pushed last")
 	g.Eventually(func() []string { return eventReasons(t, task) }, wait).Should(
 		ContainElements("JobCreated", tasksv1.ReasonImporting, tasksv1.ReasonSucceeded))
-
-	// The default policy retains a finished task past its expiry.
-	time.Sleep(testTTL + time.Second)
-	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
 }
 
 func TestFailures(t *testing.T) {
@@ -106,6 +109,7 @@ func TestFailures(t *testing.T) {
 		reason     string
 		message    string
 		attempts   int32
+		complete   bool // the Job completed, without an image
 	}{{
 		name:       "permanent exit code fails at once",
 		jobReason:  batchv1.JobReasonPodFailurePolicy,
@@ -135,6 +139,14 @@ func TestFailures(t *testing.T) {
 		jobReason: batchv1.JobReasonDeadlineExceeded,
 		reason:    tasksv1.ReasonDeadlineExceeded,
 		message:   "The import did not finish within 3600 seconds.",
+	}, {
+		name:     "complete without an image",
+		pods:     []int32{0},
+		lastLog:  "done",
+		complete: true,
+		reason:   tasksv1.ReasonImportFailed,
+		message:  "The importer exited without reporting an imported image.",
+		attempts: 1,
 	}}
 	ns := newNamespace(t)
 	for i, tc := range cases {
@@ -144,6 +156,11 @@ func TestFailures(t *testing.T) {
 			job := waitForJob(t, task)
 			startJob(t, job)
 			waitForStatus(t, task, tasksv1.TaskProcessing)
+			metricReason := tc.reason
+			if tc.lastResult != nil {
+				metricReason = tc.lastResult.Reason
+			}
+			before := failureMetricsFor(metricReason)
 			start := time.Now()
 			for n, code := range tc.pods {
 				msg := tc.lastLog
@@ -152,7 +169,11 @@ func TestFailures(t *testing.T) {
 				}
 				finishPod(t, job, job.Name+"-"+string(rune('a'+n)), code, msg, start.Add(time.Duration(n)*time.Second))
 			}
-			failJob(t, job, tc.jobReason, int32(len(tc.pods)))
+			if tc.complete {
+				completeJob(t, job)
+			} else {
+				failJob(t, job, tc.jobReason, int32(len(tc.pods)))
+			}
 
 			got := waitForStatus(t, task, tasksv1.TaskFailure)
 			g.Expect(got.Status.Message).To(Equal(tc.message))
@@ -163,7 +184,7 @@ func TestFailures(t *testing.T) {
 			g.Expect(ready.Reason).To(Equal(tc.reason))
 			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionStalled)).To(BeTrue())
 			g.Expect(got.Status.ExpiresAt).NotTo(BeNil())
-			g.Eventually(func() []string { return eventReasons(t, task) }, wait).Should(ContainElement(tc.reason))
+			expectFailureRecorded(t, task, tc.reason, metricReason, before)
 		})
 	}
 }
@@ -182,10 +203,12 @@ func TestInputGlanceFailsAtRunTime(t *testing.T) {
 			task := sampleTask(ns, "")
 			task.GenerateName = "bad-input-"
 			mutate(task)
+			before := failureMetricsFor(tasksv1.ReasonInvalidInput)
 			createTask(t, task)
 			got := waitForStatus(t, task, tasksv1.TaskFailure)
 			g.Expect(got.Status.Message).To(Equal(name))
 			g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonInvalidInput))
+			expectFailureRecorded(t, task, tasksv1.ReasonInvalidInput, tasksv1.ReasonInvalidInput, before)
 			g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty(), "no Job for an input that cannot run")
 		})
 	}
@@ -197,12 +220,36 @@ func TestJobDeletedBehindTheControllersBack(t *testing.T) {
 	job := waitForJob(t, task)
 	waitForStatus(t, task, tasksv1.TaskPending)
 
+	before := failureMetricsFor(tasksv1.ReasonJobDeleted)
 	g.Expect(k8sClient.Delete(context.Background(), job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 
 	got := waitForStatus(t, task, tasksv1.TaskFailure)
 	g.Expect(got.Status.Message).To(Equal("The import Job was deleted before the import finished."))
 	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonJobDeleted))
+	expectFailureRecorded(t, task, tasksv1.ReasonJobDeleted, tasksv1.ReasonJobDeleted, before)
 	g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty(), "a cancelled import must not start again")
+}
+
+func TestJobConflict(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespaceWithoutClaim(t)
+	// Without its claim the task waits, and creates no Job: time for
+	// someone else to take its Job's name.
+	task := createTask(t, sampleTask(ns, "conflict"))
+	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonStoreClaimMissing)
+	intruder := desiredJob(task, testImporterConfig())
+	intruder.Labels = nil
+	g.Expect(k8sClient.Create(ctx, intruder)).To(Succeed())
+
+	before := failureMetricsFor(tasksv1.ReasonJobConflict)
+	createStoreClaim(t, ns)
+	got := waitForStatus(t, task, tasksv1.TaskFailure)
+	g.Expect(got.Status.Message).To(Equal("Job " + intruder.Name + " already exists and does not belong to this task."))
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonJobConflict))
+	expectFailureRecorded(t, task, tasksv1.ReasonJobConflict, tasksv1.ReasonJobConflict, before)
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(intruder), intruder)).To(Succeed())
+	g.Expect(metav1.GetControllerOf(intruder)).To(BeNil(), "the other Job is left alone")
 }
 
 func TestManagerRestartAndConcurrentManagersKeepOneJob(t *testing.T) {
@@ -216,8 +263,8 @@ func TestManagerRestartAndConcurrentManagersKeepOneJob(t *testing.T) {
 	// Restart mid-task; while the first manager is down, a second one runs
 	// alongside (no leader election), so two reconcilers race on every task.
 	managerStop()
-	managerStop = startManager(metricsAddr)
-	defer startManager("0")()
+	managerStop = startManager(managerOptions{metricsBind: metricsAddr})
+	defer startManager(managerOptions{})()
 
 	var burst []*tasksv1.ImageImportTask
 	for i := range 10 {
@@ -256,8 +303,14 @@ func TestDeletingATaskCancelsItsImport(t *testing.T) {
 	}, wait).Should(BeTrue())
 }
 
+// TestExpiryDeletesOnlyOptedInTasks moves the reconciler's clock past
+// expiresAt: the requeue at expiresAt fires on that clock and deletes the
+// tasks that opted in; a reconcile of a plain task after its expiry leaves
+// it where it is.
 func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
 	g := NewWithT(t)
+	ctx := context.Background()
+	clk, rec, labels := startClockManager(t, 0)
 	ns := newNamespace(t)
 	plain := sampleTask(ns, "plain")
 	bySpec := sampleTask(ns, "by-spec")
@@ -266,22 +319,35 @@ func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
 	byShim.Annotations = map[string]string{tasksv1.AnnotationExpiryPolicy: "Delete"}
 	tasks := []*tasksv1.ImageImportTask{plain, bySpec, byShim}
 	for _, task := range tasks {
+		task.Labels = labels
 		createTask(t, task)
 		job := waitForJob(t, task)
 		finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: imageID(task), Size: 1}), time.Now())
 		completeJob(t, job)
 	}
+	var expiresAt time.Time
 	for _, task := range tasks {
-		waitForStatus(t, task, tasksv1.TaskSuccess)
+		got := waitForStatus(t, task, tasksv1.TaskSuccess)
+		g.Expect(got.Status.ExpiresAt.Sub(got.Status.CompletionTime.Time)).To(Equal(testTTL))
+		expiresAt = laterOf(expiresAt, got.Status.ExpiresAt.Time)
 	}
 	gone := func(task *tasksv1.ImageImportTask) func() bool {
 		return func() bool {
-			err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), &tasksv1.ImageImportTask{})
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(task), &tasksv1.ImageImportTask{})
 			return apierrors.IsNotFound(err)
 		}
 	}
+	g.Consistently(gone(bySpec), time.Second).Should(BeFalse(), "nothing expires before expiresAt")
+
+	clk.Step(expiresAt.Sub(clk.Now()) + time.Second)
 	g.Eventually(gone(bySpec), wait).Should(BeTrue(), "expiryPolicy: Delete")
 	g.Eventually(gone(byShim), wait).Should(BeTrue(), "the shim's annotation")
+
+	// The requeues at expiresAt fired; a plain task reconciled now, past
+	// its expiry, stays, and asks for no requeue.
+	res, err := rec.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(plain)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res).To(Equal(reconcile.Result{}))
 	g.Consistently(gone(plain), 2*time.Second).Should(BeFalse(), "a plain task is never deleted")
 }
 

@@ -16,6 +16,7 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	retries  prometheus.Counter
 	failures *prometheus.CounterVec
+	problems *prometheus.CounterVec
 }
 
 // NewMetrics registers the operator's metrics. Tasks by status are counted
@@ -36,8 +37,12 @@ func NewMetrics(reg prometheus.Registerer, reader client.Reader) *Metrics {
 			Name: "imageimport_task_failures_total",
 			Help: "Tasks that failed, by reason (the importer's, such as UnsafeImage, or the Job's, such as DeadlineExceeded).",
 		}, []string{"reason"}),
+		problems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imageimport_task_start_problems_total",
+			Help: "Times a task's importer was found unable to start, by reason (StoreClaimMissing, Unschedulable, ImagePullFailed, QuotaExceeded, ...).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.duration, m.retries, m.failures, &taskCollector{reader: reader})
+	reg.MustRegister(m.duration, m.retries, m.failures, m.problems, &taskCollector{reader: reader})
 	return m
 }
 
@@ -59,15 +64,26 @@ func (m *Metrics) observeTransition(before, after *tasksv1.ImageImportTask, fail
 	}
 }
 
-var tasksDesc = prometheus.NewDesc("imageimport_tasks",
-	"ImageImportTasks by Glance status.", []string{"status"}, nil)
+// observeStartProblem counts a task found unable to start, for reason.
+func (m *Metrics) observeStartProblem(reason string) {
+	if m != nil {
+		m.problems.WithLabelValues(reason).Inc()
+	}
+}
+
+var (
+	tasksDesc = prometheus.NewDesc("imageimport_tasks",
+		"ImageImportTasks by Glance status.", []string{"status"}, nil)
+	waitingDesc = prometheus.NewDesc("imageimport_tasks_waiting",
+		"Unfinished ImageImportTasks whose importer cannot start, by reason.", []string{"reason"}, nil)
+)
 
 // taskCollector counts tasks by status at scrape time.
 type taskCollector struct {
 	reader client.Reader
 }
 
-func (c *taskCollector) Describe(ch chan<- *prometheus.Desc) { ch <- tasksDesc }
+func (c *taskCollector) Describe(ch chan<- *prometheus.Desc) { ch <- tasksDesc; ch <- waitingDesc }
 
 func (c *taskCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -75,8 +91,10 @@ func (c *taskCollector) Collect(ch chan<- prometheus.Metric) {
 	var list tasksv1.ImageImportTaskList
 	if err := c.reader.List(ctx, &list); err != nil {
 		ch <- prometheus.NewInvalidMetric(tasksDesc, err)
+		ch <- prometheus.NewInvalidMetric(waitingDesc, err)
 		return
 	}
+	waiting := map[string]int{}
 	counts := map[tasksv1.TaskStatus]int{
 		tasksv1.TaskPending: 0, tasksv1.TaskProcessing: 0, tasksv1.TaskSuccess: 0, tasksv1.TaskFailure: 0,
 	}
@@ -86,6 +104,12 @@ func (c *taskCollector) Collect(ch chan<- prometheus.Metric) {
 			s = tasksv1.TaskPending // not reconciled yet
 		}
 		counts[s]++
+		if p := startProblemOf(&list.Items[i]); p != nil && !s.Terminal() {
+			waiting[p.reason]++
+		}
+	}
+	for reason, n := range waiting {
+		ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(n), reason)
 	}
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(tasksDesc, prometheus.GaugeValue, float64(n), string(s))

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -30,6 +31,11 @@ type observation struct {
 	podMessage string
 	// storeLocation is where a successful import's image is.
 	storeLocation string
+	// waiting is what keeps the importer from starting, if anything.
+	waiting *problem
+	// recheck is when to look again at a task that waits, if no watch
+	// would tell: the end of its wait, or the next look at its pod.
+	recheck time.Duration
 }
 
 // outcome is the Glance status an observation implies, with the condition
@@ -52,12 +58,20 @@ func observe(t *tasksv1.ImageImportTask, o observation) outcome {
 	switch {
 	case o.failure != nil:
 		return *o.failure
+	case o.job == nil && o.waiting != nil:
+		return outcome{tasksv1.TaskPending, o.waiting.reason, truncate(o.waiting.message, 1024)}
 	case o.job == nil:
 		return outcome{tasksv1.TaskPending, tasksv1.ReasonJobCreated, ""}
 	}
 	job := o.job
 	done := finishedCondition(job)
 	switch {
+	case done == nil && o.waiting != nil:
+		status := tasksv1.TaskPending
+		if hasRun(job) {
+			status = tasksv1.TaskProcessing // a retry that cannot start
+		}
+		return outcome{status, o.waiting.reason, truncate(o.waiting.message, 1024)}
 	case done == nil && hasRun(job):
 		return outcome{tasksv1.TaskProcessing, tasksv1.ReasonImporting, ""}
 	case done == nil:
@@ -82,8 +96,20 @@ func failedOutcome(t *tasksv1.ImageImportTask, failed *batchv1.JobCondition, o o
 	}
 	switch failed.Reason {
 	case batchv1.JobReasonDeadlineExceeded:
+		deadline := ptr.Deref(t.Spec.ActiveDeadlineSeconds, 3600)
+		// The Job controller deletes the pods of a Job past its deadline:
+		// when they are gone, the task's status remembers why they did
+		// not start.
+		if p := cmp.Or(o.waiting, startProblemOf(t)); p != nil {
+			return outcome{tasksv1.TaskFailure, p.reason, truncate(fmt.Sprintf(
+				"The import did not finish within %d seconds: %s", deadline, p.message), 1024)}
+		}
+		if t.Status.Status != tasksv1.TaskProcessing && !hasRun(o.job) {
+			return outcome{tasksv1.TaskFailure, tasksv1.ReasonDeadlineExceeded, fmt.Sprintf(
+				"The importer did not start within %d seconds.", deadline)}
+		}
 		return outcome{tasksv1.TaskFailure, tasksv1.ReasonDeadlineExceeded, fmt.Sprintf(
-			"The import did not finish within %d seconds.", ptr.Deref(t.Spec.ActiveDeadlineSeconds, 3600))}
+			"The import did not finish within %d seconds.", deadline)}
 	case batchv1.JobReasonBackoffLimitExceeded:
 		return outcome{tasksv1.TaskFailure, tasksv1.ReasonBackoffLimitExceeded, fmt.Sprintf(
 			"%s Gave up after %d attempts.", ensurePeriod(why), o.job.Status.Failed)}
@@ -100,7 +126,10 @@ func applyOutcome(t *tasksv1.ImageImportTask, o observation, out outcome, now ti
 		return nil
 	}
 	if st.Status == tasksv1.TaskProcessing && out.status == tasksv1.TaskPending {
-		out = outcome{tasksv1.TaskProcessing, tasksv1.ReasonImporting, ""} // between two attempts
+		out.status = tasksv1.TaskProcessing // between two attempts
+		if !tasksv1.StartProblem(out.reason) {
+			out.reason = tasksv1.ReasonImporting
+		}
 	}
 	if o.job != nil {
 		st.JobName = o.job.Name
@@ -168,6 +197,9 @@ func finish(t *tasksv1.ImageImportTask, o observation, now time.Time, ttl time.D
 	}
 	r := o.result
 	st.Result = &tasksv1.TaskResult{ImageID: r.ImageID}
+	// The importer's last push may not have arrived (it exits at once), and
+	// its bytes were the last phase's: the stored image is all done.
+	st.Progress = &tasksv1.Progress{Phase: phase(st.Status), Percent: ptr.To[int32](100), BytesDone: r.Size, BytesTotal: r.Size}
 	st.Image = &tasksv1.ImageInfo{
 		Size:            r.Size,
 		VirtualSize:     r.VirtualSize,
@@ -195,6 +227,9 @@ func setConditions(t *tasksv1.ImageImportTask, out outcome) {
 		msg := "Waiting for the importer to start"
 		if out.status == tasksv1.TaskProcessing {
 			msg = "Importing " + t.Spec.Input.ImportFrom
+		}
+		if out.message != "" {
+			msg = out.message // what keeps the importer from starting
 		}
 		set(tasksv1.ConditionReady, metav1.ConditionUnknown, msg)
 		set(tasksv1.ConditionReconciling, metav1.ConditionTrue, msg)
@@ -229,6 +264,16 @@ func finishedCondition(job *batchv1.Job) *batchv1.JobCondition {
 	for i := range job.Status.Conditions {
 		c := &job.Status.Conditions[i]
 		if c.Status == corev1.ConditionTrue && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+			return c
+		}
+	}
+	return nil
+}
+
+// jobCondition is the Job's condition of type typ when it is true.
+func jobCondition(job *batchv1.Job, typ batchv1.JobConditionType) *batchv1.JobCondition {
+	for i := range job.Status.Conditions {
+		if c := &job.Status.Conditions[i]; c.Type == typ && c.Status == corev1.ConditionTrue {
 			return c
 		}
 	}

@@ -59,8 +59,19 @@ func TestObserve(t *testing.T) {
 			outcome{tasksv1.TaskFailure, tasksv1.ReasonImportFailed, "The importer failed: exit code 2 (Error)"}},
 		{"no pod left", observation{job: failedFor(batchv1.JobReasonPodFailurePolicy, 1)},
 			outcome{tasksv1.TaskFailure, tasksv1.ReasonImportFailed, "The importer failed."}},
-		{"deadline", observation{job: failedFor(batchv1.JobReasonDeadlineExceeded, 0)},
+		{"deadline before a pod ran", observation{job: failedFor(batchv1.JobReasonDeadlineExceeded, 0)},
+			outcome{tasksv1.TaskFailure, tasksv1.ReasonDeadlineExceeded, "The importer did not start within 3600 seconds."}},
+		{"deadline", observation{job: failedFor(batchv1.JobReasonDeadlineExceeded, 1)},
 			outcome{tasksv1.TaskFailure, tasksv1.ReasonDeadlineExceeded, "The import did not finish within 3600 seconds."}},
+		{"deadline of a pod that could not start", observation{job: failedFor(batchv1.JobReasonDeadlineExceeded, 0),
+			waiting: &problem{tasksv1.ReasonUnschedulable, "The importer pod cannot be scheduled: no."}},
+			outcome{tasksv1.TaskFailure, tasksv1.ReasonUnschedulable, "The import did not finish within 3600 seconds: The importer pod cannot be scheduled: no."}},
+		{"waiting for the claim", observation{waiting: &problem{tasksv1.ReasonStoreClaimMissing, "no claim"}},
+			outcome{tasksv1.TaskPending, tasksv1.ReasonStoreClaimMissing, "no claim"}},
+		{"pod cannot start", observation{job: jobWith(0, 0), waiting: &problem{tasksv1.ReasonImagePullFailed, "no image"}},
+			outcome{tasksv1.TaskPending, tasksv1.ReasonImagePullFailed, "no image"}},
+		{"retry cannot start", observation{job: jobWith(0, 1), waiting: &problem{tasksv1.ReasonQuotaExceeded, "no room"}},
+			outcome{tasksv1.TaskProcessing, tasksv1.ReasonQuotaExceeded, "no room"}},
 		{"decided failure", failed(tasksv1.ReasonJobDeleted, "gone"), outcome{tasksv1.TaskFailure, tasksv1.ReasonJobDeleted, "gone"}},
 	}
 	for _, tc := range cases {
@@ -121,6 +132,7 @@ func TestApplyOutcome(t *testing.T) {
 	g.Expect(task.Status.CompletionTime.Time).To(Equal(now.Add(-time.Minute)), "the Job's completion, not our observation")
 	g.Expect(task.Status.ExpiresAt.Time).To(Equal(now.Add(59 * time.Minute)))
 	g.Expect(task.Status.Image.Location).To(Equal("pvc://ns/store/img"))
+	g.Expect(task.Status.Progress).To(Equal(&tasksv1.Progress{Phase: "Done", Percent: ptr.To[int32](100), BytesDone: 10, BytesTotal: 10}))
 
 	// A finished task never changes again, whatever is observed.
 	before := task.Status.DeepCopy()
@@ -134,4 +146,24 @@ func TestTruncateKeepsUTF8(t *testing.T) {
 	if len(got) > 1024 || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
 		t.Errorf("truncate gave %d bytes, valid=%v", len(got), utf8.ValidString(got))
 	}
+}
+
+// TestDeadlineRemembersWhyTheImporterDidNotStart: the Job controller
+// deletes the pods of a Job past its deadline; the task's status still
+// knows why they did not start, and the task fails for that reason.
+func TestDeadlineRemembersWhyTheImporterDidNotStart(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	task := sampleTask("ns", "t")
+	pulling := observation{job: jobWith(0, 0), waiting: &problem{tasksv1.ReasonImagePullFailed, "The importer image cannot be pulled: ErrImagePull: not found"}}
+	applyOutcome(task, pulling, observe(task, pulling), now, time.Hour)
+	g.Expect(task.Status.Status).To(Equal(tasksv1.TaskPending))
+	g.Expect(task.Status.Message).To(Equal("The importer image cannot be pulled: ErrImagePull: not found"))
+
+	job := jobWith(0, 0, batchv1.JobFailureTarget, batchv1.JobFailed)
+	job.Status.Conditions[1].Reason = batchv1.JobReasonDeadlineExceeded
+	gone := observation{job: job} // no pod left to tell
+	out := observe(task, gone)
+	g.Expect(out).To(Equal(outcome{tasksv1.TaskFailure, tasksv1.ReasonImagePullFailed,
+		"The import did not finish within 3600 seconds: The importer image cannot be pulled: ErrImagePull: not found"}))
 }

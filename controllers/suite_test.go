@@ -1,24 +1,34 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -26,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/go-logr/logr"
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 )
 
@@ -34,7 +45,17 @@ import (
 // never run and nothing is garbage-collected, so tests play the Job
 // controller and the importer by writing Job and Pod status.
 
-const testTTL = 3 * time.Second
+// testTTL and the store claim's bound are long: no task of the shared
+// manager expires or gives up on its claim while the tests run. The tests
+// of both run a manager of their own on a fake clock (startClockManager).
+const (
+	testTTL               = time.Hour
+	testStoreClaimTimeout = time.Hour
+)
+
+// labelManager assigns a task to the manager of one test; the shared
+// manager reconciles only the tasks without it.
+const labelManager = "test.imageimport.io/manager"
 
 var (
 	testCfg     *rest.Config
@@ -47,7 +68,11 @@ var (
 func TestMain(m *testing.M) {
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(tasksv1.AddToScheme(testScheme))
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(os.Getenv("TEST_VERBOSE") != "")))
+	// Every log line of the managers goes through panicWatch, which
+	// remembers the panics they recovered; klog's too (informers).
+	logger := logr.New(panicWatch{zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(os.Getenv("TEST_VERBOSE") != "")).GetSink()})
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
 
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds the control plane")
@@ -69,9 +94,16 @@ func TestMain(m *testing.M) {
 	testMetrics = NewMetrics(metrics.Registry, k8sClient)
 	metricsAddr = freeLoopbackAddr()
 
-	managerStop = startManager(metricsAddr)
+	managerStop = startManager(managerOptions{metricsBind: metricsAddr})
 	code := m.Run()
 	managerStop()
+	// A panic a test did not see (it came after the test ended) fails the
+	// suite all the same.
+	if seen := recoveredPanics.since(0); len(seen) > 0 || reconcilePanics() > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the managers recovered %v panics in reconcilers; logged:\n%s\n",
+			reconcilePanics(), strings.Join(seen, "\n"))
+		code = 1
+	}
 	if err := env.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
 	}
@@ -81,15 +113,42 @@ func TestMain(m *testing.M) {
 // managerStop stops the running manager, for the restart test.
 var managerStop func()
 
+type managerOptions struct {
+	metricsBind string // "" for none
+	// clock is the reconciler's; the real one when nil.
+	clock clock.WithTicker
+	// storeClaimTimeout is the reconciler's (testStoreClaimTimeout if zero).
+	storeClaimTimeout time.Duration
+	// only is the labelManager value of the tasks this manager reconciles;
+	// "" for the shared manager, which reconciles the tasks without one.
+	only string
+}
+
 // startManager runs a manager with the reconciler until the returned
 // function is called; that function waits for it to stop.
-func startManager(metricsBind string) func() {
+func startManager(opts managerOptions) func() {
+	stop, _ := startReconciler(opts)
+	return stop
+}
+
+func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
+	op, values := selection.DoesNotExist, []string(nil)
+	if opts.only != "" {
+		op, values = selection.Equals, []string{opts.only}
+	}
+	mine, err := labels.NewRequirement(labelManager, op, values)
+	if err != nil {
+		panic(err)
+	}
 	mgr, err := ctrl.NewManager(testCfg, ctrl.Options{
 		Scheme:                 testScheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsBind},
+		Metrics:                metricsserver.Options{BindAddress: cmp.Or(opts.metricsBind, "0")},
 		HealthProbeBindAddress: "0",
 		// Several managers run in one process in these tests.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&tasksv1.ImageImportTask{}: {Label: labels.NewSelector().Add(*mine)},
+		}},
 	})
 	if err != nil {
 		panic(err)
@@ -99,10 +158,11 @@ func startManager(metricsBind string) func() {
 		APIReader:               mgr.GetAPIReader(),
 		Scheme:                  mgr.GetScheme(),
 		Recorder:                mgr.GetEventRecorder("image-import-operator"),
-		Clock:                   clock.RealClock{},
+		Clock:                   cmp.Or[clock.WithTicker](opts.clock, clock.RealClock{}),
 		Metrics:                 testMetrics,
 		Importer:                testImporterConfig(),
 		TaskTTL:                 testTTL,
+		StoreClaimTimeout:       cmp.Or(opts.storeClaimTimeout, testStoreClaimTimeout),
 		MaxConcurrentReconciles: 4,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -116,7 +176,35 @@ func startManager(metricsBind string) func() {
 			panic(err)
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() { cancel(); <-done }, r
+}
+
+// startClockManager runs, for the rest of the test, a manager whose
+// reconciler and work queue run on a fake clock, for the tasks that carry
+// the returned labels. The clock follows real time, so that retries after
+// an error still happen, and the test moves it on with Step.
+func startClockManager(t *testing.T, storeClaimTimeout time.Duration) (*clocktesting.FakeClock, *ImageImportTaskReconciler, map[string]string) {
+	t.Helper()
+	fake := clocktesting.NewFakeClock(time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				fake.Step(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, r := startReconciler(managerOptions{clock: fake, storeClaimTimeout: storeClaimTimeout, only: id})
+	t.Cleanup(func() { stop(); cancel() })
+	return fake, r, map[string]string{labelManager: id}
 }
 
 func testImporterConfig() ImporterConfig {
@@ -139,12 +227,150 @@ func freeLoopbackAddr() string {
 	return l.Addr().String()
 }
 
-// newNamespace creates a namespace of the test's own.
+// newNamespace creates a namespace of the test's own, with the image store
+// claim that imports need.
 func newNamespace(t *testing.T) string {
 	t.Helper()
+	ns := newNamespaceWithoutClaim(t)
+	createStoreClaim(t, ns)
+	return ns
+}
+
+// newNamespaceWithoutClaim creates a namespace of the test's own, and fails
+// the test if a reconciler panics while it runs.
+func newNamespaceWithoutClaim(t *testing.T) string {
+	t.Helper()
+	failOnPanics(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "iit-test-"}}
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
 	return ns.Name
+}
+
+// createStoreClaim creates the image store claim in ns. envtest runs no
+// volume controller: it stays Pending, which is all the reconciler asks.
+func createStoreClaim(t *testing.T, ns string) {
+	t.Helper()
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: testImporterConfig().StoreClaimName},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+				corev1.ResourceStorage: resource.MustParse("1Gi"),
+			}},
+		},
+	}
+	if err := k8sClient.Create(context.Background(), pvc); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A recovered panic is a bug, even when the deferred status patch saves
+// the task: what came after the panic (events, metrics) is lost.
+// controller-runtime (RecoverPanic, on by default) hands the panic to
+// apimachinery's utilruntime.PanicHandlers, which log "Observed a panic"
+// on the reconcile's logger, returns the error "panic: ... [recovered]"
+// (logged as "Reconciler error") and counts it in
+// controller_runtime_reconcile_panics_total.
+
+// panicLog is what the managers logged about recovered panics.
+type panicLog struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+var recoveredPanics panicLog
+
+func (l *panicLog) add(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = append(l.seen, s)
+}
+
+func (l *panicLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seen)
+}
+
+func (l *panicLog) since(n int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.seen[min(n, len(l.seen)):])
+}
+
+// panicWatch is a log sink that passes everything on and remembers the
+// lines that tell of a recovered panic.
+type panicWatch struct{ logr.LogSink }
+
+func (w panicWatch) Info(level int, msg string, kv ...any) {
+	w.watch(nil, msg, kv)
+	w.LogSink.Info(level, msg, kv...)
+}
+
+func (w panicWatch) Error(err error, msg string, kv ...any) {
+	w.watch(err, msg, kv)
+	w.LogSink.Error(err, msg, kv...)
+}
+
+func (w panicWatch) watch(err error, msg string, kv []any) {
+	if strings.Contains(msg, "Observed a panic") || (err != nil && strings.Contains(err.Error(), "[recovered]")) {
+		recoveredPanics.add(fmt.Sprintf("%s: %v %v", msg, err, kv))
+	}
+}
+
+func (w panicWatch) WithValues(kv ...any) logr.LogSink {
+	return panicWatch{w.LogSink.WithValues(kv...)}
+}
+func (w panicWatch) WithName(name string) logr.LogSink { return panicWatch{w.LogSink.WithName(name)} }
+
+// reconcilePanics is controller-runtime's count of the reconciler's panics.
+func reconcilePanics() float64 {
+	return gathered("controller_runtime_reconcile_panics_total", map[string]string{"controller": "imageimporttask"})
+}
+
+// failOnPanics fails the test when a reconciler panicked while it ran.
+func failOnPanics(t *testing.T) {
+	logged, counted := recoveredPanics.count(), reconcilePanics()
+	t.Cleanup(func() {
+		if seen := recoveredPanics.since(logged); len(seen) > 0 || reconcilePanics() > counted {
+			t.Errorf("a reconciler panicked (%v recovered); logged:\n%s", reconcilePanics()-counted, strings.Join(seen, "\n"))
+		}
+	})
+}
+
+// gathered is the value of a counter or gauge, or the sample count of a
+// histogram, with the given labels, in the registry the managers use; 0
+// when there is none yet.
+func gathered(name string, labels map[string]string) float64 {
+	// An error is about other metrics (imageimport_tasks once the API
+	// server has stopped): the families gathered are still right.
+	families, _ := metrics.Registry.Gather()
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
 }

@@ -30,6 +30,40 @@ const (
 	ReasonJobConflict = "JobConflict"
 )
 
+// Reasons the importer cannot start. While the task waits, they are the
+// reason of its Ready and Reconciling conditions and its message says why;
+// the task fails with the same reason when the problem outlasts its bound
+// (the manager's --store-claim-timeout for a missing claim, the task's
+// activeDeadlineSeconds for the others).
+const (
+	// ReasonStoreClaimMissing: the image store's PersistentVolumeClaim does
+	// not exist in the task's namespace (or is being deleted).
+	ReasonStoreClaimMissing = "StoreClaimMissing"
+	// ReasonQuotaExceeded: a ResourceQuota refuses the importer pod.
+	ReasonQuotaExceeded = "QuotaExceeded"
+	// ReasonPodCreateFailed: the API server refuses the importer pod for
+	// another reason (Pod Security admission, a webhook, a LimitRange).
+	ReasonPodCreateFailed = "PodCreateFailed"
+	// ReasonUnschedulable: no node can run the importer pod.
+	ReasonUnschedulable = "Unschedulable"
+	// ReasonImagePullFailed: the node cannot pull the importer image.
+	ReasonImagePullFailed = "ImagePullFailed"
+	// ReasonContainerCreateFailed: the node cannot start the importer
+	// container (a volume that does not mount, a sandbox that does not start).
+	ReasonContainerCreateFailed = "ContainerCreateFailed"
+)
+
+// StartProblem reports whether reason is one of the reasons the importer
+// cannot start.
+func StartProblem(reason string) bool {
+	switch reason {
+	case ReasonStoreClaimMissing, ReasonQuotaExceeded, ReasonPodCreateFailed,
+		ReasonUnschedulable, ReasonImagePullFailed, ReasonContainerCreateFailed:
+		return true
+	}
+	return false
+}
+
 // Well-known labels and annotations.
 const (
 	// LabelTaskName is set on the Job and its pods: the owning task's name.

@@ -235,7 +235,8 @@ type ImageImportTaskStatus struct {
 	// +optional
 	Status TaskStatus `json:"status,omitempty"`
 
-	// message is why the task failed; empty otherwise.
+	// message is why the task failed or, while it waits, what keeps its
+	// importer from starting; empty otherwise.
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	Message string `json:"message,omitempty"`

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -49,7 +50,11 @@ func main() {
 		scratchSize                string
 		importerArgs               stringList
 		taskTTL                    time.Duration
+		storeClaimTimeout          time.Duration
 		maxConcurrentReconciles    int
+		maxImageSize               string
+		maxVirtualSize             string
+		minTransferRate            string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS, to callers that Kubernetes authenticates and authorizes.")
@@ -65,7 +70,14 @@ func main() {
 	flag.StringVar(&scratchSize, "importer-scratch-size", "50Gi", "Size limit of an importer pod's scratch space for conversions.")
 	flag.Var(&importerArgs, "importer-arg", "An argument added to every importer's command line, such as --allowed-hosts=mirror.example.com (repeatable).")
 	flag.DurationVar(&taskTTL, "task-ttl", controllers.DefaultTaskTTL, "Time from a task's completion to its expiresAt.")
+	flag.DurationVar(&storeClaimTimeout, "store-claim-timeout", controllers.DefaultStoreClaimTimeout,
+		"How long a task waits, from its creation, for the store claim to exist in its namespace before it fails (reason StoreClaimMissing).")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 4, "Tasks reconciled at once.")
+	flag.StringVar(&maxImageSize, "max-image-size", "64Gi", "Largest download an import may make; 0 for no limit.")
+	flag.StringVar(&maxVirtualSize, "max-virtual-size", "4Ti", "Largest virtual disk an image may have; it also bounds what qemu-img may write.")
+	flag.StringVar(&minTransferRate, "min-transfer-rate", "1Ki", "Slowest source an import accepts, in bytes per second averaged over a minute; 0 for none.")
+	flag.StringVar(&importer.Limits.Sandbox, "importer-sandbox", "auto",
+		"How qemu-img is confined. auto: Landlock where the node's kernel has it; elsewhere vmdk and vhdx sources are refused. required: no import on a node without Landlock.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -75,6 +87,23 @@ func main() {
 	resources, err := importerResources(cpuRequest, cpuLimit, memoryRequest, memoryLimit)
 	if err == nil {
 		importer.ScratchSize, err = resource.ParseQuantity(scratchSize)
+	}
+	for _, l := range []struct {
+		flag, value string
+		into        *int64
+	}{
+		{"--max-image-size", maxImageSize, &importer.Limits.MaxImageSize},
+		{"--max-virtual-size", maxVirtualSize, &importer.Limits.MaxVirtualSize},
+		{"--min-transfer-rate", minTransferRate, &importer.Limits.MinTransferRate},
+	} {
+		if q, perr := resource.ParseQuantity(l.value); perr != nil || q.Sign() < 0 {
+			err = errors.Join(err, fmt.Errorf("%s=%q is not a size", l.flag, l.value))
+		} else {
+			*l.into = q.Value()
+		}
+	}
+	if s := importer.Limits.Sandbox; s != "auto" && s != "required" {
+		err = errors.Join(err, fmt.Errorf("--importer-sandbox=%q is neither auto nor required", s))
 	}
 	if err != nil {
 		log.Error(err, "Invalid importer flags")
@@ -108,6 +137,7 @@ func main() {
 		Metrics:                 controllers.NewMetrics(metrics.Registry, mgr.GetClient()),
 		Importer:                importer,
 		TaskTTL:                 taskTTL,
+		StoreClaimTimeout:       storeClaimTimeout,
 		MaxConcurrentReconciles: maxConcurrentReconciles,
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
@@ -122,7 +152,7 @@ func main() {
 		log.Error(err, "Unable to set up the readiness check")
 		os.Exit(1)
 	}
-	log.Info("Starting the manager", "importerImage", importer.Image, "storeClaim", importer.StoreClaimName, "taskTTL", taskTTL)
+	log.Info("Starting the manager", "importerImage", importer.Image, "storeClaim", importer.StoreClaimName, "taskTTL", taskTTL, "storeClaimTimeout", storeClaimTimeout)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		log.Error(err, "The manager stopped")
 		os.Exit(1)

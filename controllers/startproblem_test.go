@@ -1,0 +1,310 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+)
+
+// waitForCondition waits until the task's condition has the reason, and
+// returns the task.
+func waitForCondition(t *testing.T, task *tasksv1.ImageImportTask, typ, reason string) *tasksv1.ImageImportTask {
+	t.Helper()
+	got := &tasksv1.ImageImportTask{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
+		c := meta.FindStatusCondition(got.Status.Conditions, typ)
+		g.Expect(c).NotTo(BeNil(), "conditions: %+v", got.Status.Conditions)
+		g.Expect(c.Reason).To(Equal(reason), "message: %q", c.Message)
+	}, wait).Should(Succeed())
+	return got
+}
+
+// expectWaiting checks that a task tells why its importer cannot start: in
+// its conditions, its message, a Warning event and the metrics.
+func expectWaiting(t *testing.T, task *tasksv1.ImageImportTask, status tasksv1.TaskStatus, reason, message string, problemsBefore float64) {
+	t.Helper()
+	g := NewWithT(t)
+	got := waitForCondition(t, task, tasksv1.ConditionReconciling, reason)
+	g.Expect(got.Status.Status).To(Equal(status))
+	g.Expect(got.Status.Message).To(ContainSubstring(message))
+	ready := meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady)
+	g.Expect(ready.Status).To(Equal(metav1.ConditionUnknown))
+	g.Expect(ready.Reason).To(Equal(reason))
+	g.Expect(ready.Message).To(Equal(got.Status.Message))
+	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionReconciling)).To(BeTrue())
+	g.Eventually(func() []taskEvent { return eventsOf(t, task) }, wait).Should(ContainElement(And(
+		HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", reason), HaveField("Note", ContainSubstring(message)))))
+	g.Expect(gathered("imageimport_task_start_problems_total", map[string]string{"reason": reason})).To(Equal(problemsBefore + 1))
+	g.Eventually(func() float64 {
+		return gathered("imageimport_tasks_waiting", map[string]string{"reason": reason})
+	}, wait).Should(BeNumerically(">=", 1))
+}
+
+func startProblems(reason string) float64 {
+	return gathered("imageimport_task_start_problems_total", map[string]string{"reason": reason})
+}
+
+// TestStoreClaimMissing: a task waits for its namespace's store claim,
+// says so, and starts when the claim appears.
+func TestStoreClaimMissing(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespaceWithoutClaim(t)
+	before := startProblems(tasksv1.ReasonStoreClaimMissing)
+	task := createTask(t, sampleTask(ns, "no-claim"))
+	expectWaiting(t, task, tasksv1.TaskPending, tasksv1.ReasonStoreClaimMissing,
+		`The image store claim "image-store" does not exist in namespace "`+ns+`": the import starts when it does, and fails if it does not by `, before)
+	g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, time.Second).Should(BeEmpty(), "no Job whose pod could not run")
+
+	createStoreClaim(t, ns)
+	job := waitForJob(t, task)
+	got := waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+	g.Expect(got.Status.Status).To(Equal(tasksv1.TaskPending))
+	g.Expect(got.Status.Message).To(BeEmpty(), "the problem is gone, and so is its message")
+	g.Expect(got.Status.JobName).To(Equal(job.Name))
+}
+
+// TestStoreClaimTimeout: a task whose claim does not appear within the
+// manager's bound fails, and says why; the bound runs on the reconciler's
+// clock, and the requeue at its end fires.
+func TestStoreClaimTimeout(t *testing.T) {
+	g := NewWithT(t)
+	const bound = 5 * time.Minute
+	clk, _, labels := startClockManager(t, bound)
+	ns := newNamespaceWithoutClaim(t)
+	task := sampleTask(ns, "never-a-claim")
+	task.Labels = labels
+	problemsBefore := startProblems(tasksv1.ReasonStoreClaimMissing)
+	createTask(t, task)
+	expectWaiting(t, task, tasksv1.TaskPending, tasksv1.ReasonStoreClaimMissing, "does not exist", problemsBefore)
+
+	before := failureMetricsFor(tasksv1.ReasonStoreClaimMissing)
+	clk.Step(bound - 10*time.Second)
+	g.Consistently(func() tasksv1.TaskStatus {
+		got := &tasksv1.ImageImportTask{}
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
+		return got.Status.Status
+	}, time.Second).Should(Equal(tasksv1.TaskPending), "not before the bound")
+	clk.Step(15 * time.Second)
+	got := waitForStatus(t, task, tasksv1.TaskFailure)
+	g.Expect(got.Status.Message).To(Equal(`The image store claim "image-store" does not exist in namespace "` + ns +
+		`": the import waited 5m0s for it. Create the claim and import again.`))
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonStoreClaimMissing))
+	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionStalled)).To(BeTrue())
+	expectFailureRecorded(t, task, tasksv1.ReasonStoreClaimMissing, tasksv1.ReasonStoreClaimMissing, before)
+	g.Expect(jobsOf(t, task)).To(BeEmpty())
+}
+
+// TestImporterCannotStart: what keeps an importer pod from starting shows
+// in the task while it waits, and is the reason of its failure when the
+// Job's deadline ends the wait. envtest runs no Job controller, scheduler
+// or kubelet: the test writes what they would.
+func TestImporterCannotStart(t *testing.T) {
+	pending := func(mutate func(*corev1.PodStatus)) func(*testing.T, *batchv1.Job) {
+		return func(t *testing.T, job *batchv1.Job) {
+			pod := createPod(t, job, job.Name+"-a")
+			status := corev1.PodStatus{Phase: corev1.PodPending}
+			mutate(&status)
+			setPodStatus(t, pod, status)
+		}
+	}
+	waitingContainer := func(reason, message string) func(*corev1.PodStatus) {
+		return func(s *corev1.PodStatus) {
+			s.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}
+			s.ContainerStatuses = []corev1.ContainerStatus{{Name: importerContainer, Image: "localhost/imageimport/importer:test",
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: message}}}}
+		}
+	}
+	cases := []struct {
+		name    string
+		setup   func(*testing.T, *batchv1.Job)
+		reason  string
+		message string
+	}{{
+		name: "unschedulable",
+		setup: pending(func(s *corev1.PodStatus) {
+			s.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+				Message: "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."}}
+		}),
+		reason:  tasksv1.ReasonUnschedulable,
+		message: "The importer pod cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory.",
+	}, {
+		name:    "image pull",
+		setup:   pending(waitingContainer("ImagePullBackOff", `Back-off pulling image "localhost/imageimport/importer:test": ErrImagePull: not found`)),
+		reason:  tasksv1.ReasonImagePullFailed,
+		message: `The importer image cannot be pulled: ImagePullBackOff: Back-off pulling image "localhost/imageimport/importer:test": ErrImagePull: not found`,
+	}, {
+		name: "quota",
+		setup: func(t *testing.T, job *batchv1.Job) {
+			warnAbout(t, job, "Job", "job-controller", "FailedCreate", `Error creating: pods "`+job.Name+`-x7k2p" is forbidden: `+
+				`exceeded quota: compute, requested: requests.memory=128Mi, used: requests.memory=1Gi, limited: requests.memory=1Gi`)
+		},
+		reason:  tasksv1.ReasonQuotaExceeded,
+		message: "A ResourceQuota refuses the importer pod: pods \"",
+	}, {
+		name: "pod security",
+		setup: func(t *testing.T, job *batchv1.Job) {
+			warnAbout(t, job, "Job", "job-controller", "FailedCreate", `Error creating: pods "`+job.Name+`-x7k2p" is forbidden: `+
+				`violates PodSecurity "restricted:latest": seLinuxOptions`)
+		},
+		reason:  tasksv1.ReasonPodCreateFailed,
+		message: "violates PodSecurity",
+	}, {
+		name: "stuck creating its container",
+		setup: func(t *testing.T, job *batchv1.Job) {
+			pod := createPod(t, job, job.Name+"-a")
+			warnAbout(t, pod, "Pod", "kubelet", "FailedMount",
+				`MountVolume.SetUp failed for volume "credentials" : secret "mirror-credentials" not found`)
+			status := corev1.PodStatus{Phase: corev1.PodPending}
+			waitingContainer("ContainerCreating", "")(&status)
+			setPodStatus(t, pod, status)
+		},
+		reason:  tasksv1.ReasonContainerCreateFailed,
+		message: `The importer container cannot be created: FailedMount: MountVolume.SetUp failed for volume "credentials" : secret "mirror-credentials" not found`,
+	}, {
+		name:    "container config",
+		setup:   pending(waitingContainer("CreateContainerConfigError", `secret "x" not found`)),
+		reason:  tasksv1.ReasonContainerCreateFailed,
+		message: `The importer container cannot be created: CreateContainerConfigError: secret "x" not found`,
+	}}
+	ns := newNamespace(t)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			task := createTask(t, sampleTask(ns, "cannot-start-"+string(rune('a'+i))))
+			job := waitForJob(t, task)
+			waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+			problemsBefore := startProblems(tc.reason)
+			patchJobStatus(t, job, func(s *batchv1.JobStatus) { // the Job controller starts the Job's clock
+				now := metav1.Now()
+				s.StartTime, s.Active, s.Ready = &now, 1, ptr.To[int32](0)
+			})
+			tc.setup(t, job)
+			expectWaiting(t, task, tasksv1.TaskPending, tc.reason, tc.message, problemsBefore)
+
+			// At the deadline the Job controller marks the Job as failing,
+			// deletes its pods, and fails it once they are gone.
+			before := failureMetricsFor(tc.reason)
+			now := metav1.Now()
+			patchJobStatus(t, job, func(s *batchv1.JobStatus) {
+				s.Active = 0
+				s.Conditions = append(s.Conditions, batchv1.JobCondition{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue,
+					Reason: batchv1.JobReasonDeadlineExceeded, LastTransitionTime: now})
+			})
+			var pods corev1.PodList
+			g.Expect(k8sClient.List(context.Background(), &pods, client.InNamespace(ns),
+				client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)})).To(Succeed())
+			for i := range pods.Items {
+				g.Expect(k8sClient.Delete(context.Background(), &pods.Items[i])).To(Succeed())
+			}
+			g.Consistently(func() string { // what the pods said outlives them
+				return waitForCondition(t, task, tasksv1.ConditionReconciling, tc.reason).Status.Message
+			}, time.Second).Should(ContainSubstring(tc.message))
+			patchJobStatus(t, job, func(s *batchv1.JobStatus) {
+				s.Conditions = append(s.Conditions, batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue,
+					Reason: batchv1.JobReasonDeadlineExceeded, LastTransitionTime: now})
+			})
+			got := waitForStatus(t, task, tasksv1.TaskFailure)
+			g.Expect(got.Status.Message).To(HavePrefix("The import did not finish within 3600 seconds: "))
+			g.Expect(got.Status.Message).To(ContainSubstring(tc.message))
+			g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tc.reason))
+			expectFailureRecorded(t, task, tc.reason, tc.reason, before)
+		})
+	}
+}
+
+// TestImporterStartsAfterAProblem: a problem that goes away leaves no trace
+// in the status.
+func TestImporterStartsAfterAProblem(t *testing.T) {
+	g := NewWithT(t)
+	task := createTask(t, sampleTask(newNamespace(t), "late"))
+	job := waitForJob(t, task)
+	pod := createPod(t, job, job.Name+"-a")
+	problemsBefore := startProblems(tasksv1.ReasonUnschedulable)
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
+		Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/1 nodes are available: 1 Too many pods.",
+	}}})
+	expectWaiting(t, task, tasksv1.TaskPending, tasksv1.ReasonUnschedulable, "1 Too many pods.", problemsBefore)
+
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue}}})
+	startJob(t, job)
+	got := waitForStatus(t, task, tasksv1.TaskProcessing)
+	g.Expect(got.Status.Message).To(BeEmpty())
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReconciling).Reason).To(Equal(tasksv1.ReasonImporting))
+
+	finishPod(t, job, job.Name+"-b", 0, resultJSON(t, importresult.Result{ImageID: imageID(task), Size: 1}), time.Now())
+	completeJob(t, job)
+	waitForStatus(t, task, tasksv1.TaskSuccess)
+}
+
+func TestStartProblem(t *testing.T) {
+	now := time.Now()
+	pod := func(age time.Duration, phase corev1.PodPhase, mutate ...func(*corev1.Pod)) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", CreationTimestamp: metav1.NewTime(now.Add(-age))},
+			Status: corev1.PodStatus{Phase: phase}}
+		for _, m := range mutate {
+			m(&p)
+		}
+		return p
+	}
+	waiting := func(reason string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) {
+			p.Spec.NodeName = "node-1"
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: importerContainer,
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "why"}}}}
+		}
+	}
+	event := func(age time.Duration, reason, message string) corev1.Event {
+		return corev1.Event{Reason: reason, Message: message, LastTimestamp: metav1.NewTime(now.Add(-age))}
+	}
+	quota := event(time.Second, "FailedCreate", `Error creating: pods "j-1" is forbidden: exceeded quota: q`)
+	cases := []struct {
+		name          string
+		pods          []corev1.Pod
+		failedCreates []corev1.Event
+		warnings      []corev1.Event
+		want          *problem
+	}{
+		{"Job just created", nil, nil, nil, nil},
+		{"quota", nil, []corev1.Event{event(time.Minute, "FailedCreate", "Error creating: older"), quota}, nil,
+			&problem{tasksv1.ReasonQuotaExceeded, `A ResourceQuota refuses the importer pod: pods "j-1" is forbidden: exceeded quota: q`}},
+		{"quota refusal older than the pod", []corev1.Pod{pod(0, corev1.PodPending)}, []corev1.Event{quota}, nil, nil},
+		{"quota refusal of a retry", []corev1.Pod{pod(time.Minute, corev1.PodFailed)}, []corev1.Event{quota}, nil,
+			&problem{tasksv1.ReasonQuotaExceeded, `A ResourceQuota refuses the importer pod: pods "j-1" is forbidden: exceeded quota: q`}},
+		{"running", []corev1.Pod{pod(time.Minute, corev1.PodRunning)}, []corev1.Event{quota}, nil, nil},
+		{"image pull", []corev1.Pod{pod(0, corev1.PodPending, waiting("ErrImagePull"))}, nil, nil,
+			&problem{tasksv1.ReasonImagePullFailed, "The importer image cannot be pulled on node node-1: ErrImagePull: why"}},
+		{"newest pod counts", []corev1.Pod{pod(time.Minute, corev1.PodPending, waiting("ErrImagePull")), pod(0, corev1.PodPending)}, nil, nil, nil},
+		{"creating, no warning yet", []corev1.Pod{pod(0, corev1.PodPending, waiting("ContainerCreating"))}, nil, nil, nil},
+		{"creating with warnings", []corev1.Pod{pod(0, corev1.PodPending, waiting("ContainerCreating"))}, nil,
+			[]corev1.Event{event(time.Second, "FailedCreatePodSandBox", "new"), event(time.Minute, "FailedMount", "old")},
+			&problem{tasksv1.ReasonContainerCreateFailed, "The importer container cannot be created: FailedCreatePodSandBox: new"}},
+		{"not scheduled yet: warnings are the scheduler's", []corev1.Pod{pod(0, corev1.PodPending)}, nil,
+			[]corev1.Event{event(time.Second, "FailedScheduling", "x")}, nil},
+		{"unschedulable", []corev1.Pod{pod(0, corev1.PodPending, func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+				Reason: corev1.PodReasonUnschedulable, Message: `0/1 nodes are available: persistentvolumeclaim "image-store" not found.`}}
+		})}, nil, nil, &problem{tasksv1.ReasonUnschedulable,
+			`The importer pod cannot be scheduled: 0/1 nodes are available: persistentvolumeclaim "image-store" not found.`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := startProblem(tc.pods, tc.failedCreates, tc.warnings)
+			if (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
+				t.Errorf("startProblem() = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
