@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -45,8 +49,23 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 		s.internalError(w, r, fmt.Errorf("mapping project %q to a namespace: %w", id.ProjectID, err))
 		return
 	}
-	t := newTask(ns, typ, input, id, requestIDOf(ctx))
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		newError(http.StatusBadRequest, fmt.Sprintf("Project %s cannot have tasks here: its namespace would be %q, which is not a valid namespace name.", id.ProjectID, ns)).write(w, r)
+		return
+	}
+	t := newTask(ns, typ, input, id, requestIDOf(ctx), time.Now())
+	if msg := tooLarge(t); msg != "" {
+		newError(http.StatusBadRequest, msg).write(w, r)
+		return
+	}
 	if err := s.Writer.Create(ctx, t); err != nil {
+		if apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) {
+			// What the API server refuses, retrying cannot fix: the
+			// caller's 400, not a 500.
+			s.Log.V(1).Info("Refused ImageImportTask", "reason", err.Error())
+			newError(http.StatusBadRequest, "The task cannot be stored: "+apiReason(err)).write(w, r)
+			return
+		}
 		s.internalError(w, r, fmt.Errorf("creating ImageImportTask: %w", err))
 		return
 	}
@@ -57,18 +76,20 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 	s.writeJSON(w, http.StatusCreated, encodePy(view.detail(), false))
 }
 
-// readBody parses the JSON body as Glance's JSONRequestDeserializer.
+// readBody parses the JSON body as Glance's JSONRequestDeserializer. It
+// parses while it reads: a body nested too deeply is refused without being
+// read to its end.
 func readBody(r *http.Request) (object, *httpError) {
 	chunked := slices.Contains(r.TransferEncoding, "chunked")
 	if r.ContentLength <= 0 && !chunked {
 		return nil, newError(http.StatusBadRequest, "Body expected in request.")
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil || len(data) > maxBody {
-		return nil, newError(http.StatusBadRequest, "Malformed JSON in request body.")
-	}
-	v, err := parseOrdered(data)
-	if err != nil {
+	body := &io.LimitedReader{R: r.Body, N: maxBody + 1}
+	v, err := parseOrderedFrom(body)
+	switch {
+	case errors.Is(err, errTooDeep):
+		return nil, newError(http.StatusBadRequest, fmt.Sprintf("The JSON in the request body nests deeper than %d levels.", maxDepth))
+	case err != nil || body.N == 0:
 		return nil, newError(http.StatusBadRequest, "Malformed JSON in request body.")
 	}
 	switch v := v.(type) {
@@ -90,36 +111,16 @@ func (s *Server) validate(ctx context.Context, body object) (string, any, *httpE
 	case !hasInput:
 		return "", nil, newError(http.StatusBadRequest, "Task 'input' is required")
 	}
-	typeName, _ := typ.(string)
-	if !slices.Contains(taskTypes, typeName) {
-		return "", nil, schemaError(fmt.Sprintf("%s is not one of %s", pyRepr(typ), pyRepr(anySlice(taskTypes))),
-			"enum", "type", "{'description': 'The type of task represented by this content',\n     'enum': "+pyRepr(anySlice(taskTypes))+",\n     'type': 'string'}", typ)
+	if e := validateTask(body); e != nil {
+		return "", nil, e
 	}
-	if _, isObject := input.(object); input != nil && !isObject {
-		return "", nil, schemaError(fmt.Sprintf("%s is not of type 'null', 'object'", pyRepr(input)),
-			"type", "input", "{'description': 'The parameters required by task, JSON blob',\n     'type': ['null', 'object']}", input)
-	}
+	typeName := typ.(string)
 	if typeName == "import" {
 		if e := s.checkImportFrom(ctx, input); e != nil {
 			return "", nil, e
 		}
 	}
 	return typeName, input, nil
-}
-
-func anySlice(s []string) []any {
-	out := make([]any, len(s))
-	for i, x := range s {
-		out[i] = x
-	}
-	return out
-}
-
-// schemaError is jsonschema's message for a property that fails validation.
-func schemaError(what, validator, property, schema string, instance any) *httpError {
-	return newError(http.StatusBadRequest, fmt.Sprintf(
-		"Provided object does not match schema 'task': %s\n\nFailed validating '%s' in schema['properties']['%s']:\n    %s\n\nOn instance['%s']:\n    %s",
-		what, validator, property, schema, property, pyRepr(instance)))
 }
 
 // checkImportFrom applies Glance's create-time checks of input.import_from.
@@ -206,7 +207,7 @@ func pyStr(v any) string {
 // newTask builds the ImageImportTask of a Glance task. What the CRD cannot
 // hold, or Glance fails only when the task runs, becomes an input problem
 // that the reconciler turns into a failed task with Glance's message.
-func newTask(namespace, typ string, input any, id *Identity, reqID string) *tasksv1.ImageImportTask {
+func newTask(namespace, typ string, input any, id *Identity, reqID string, now time.Time) *tasksv1.ImageImportTask {
 	in, _ := input.(object)
 	spec, problem := specOf(typ, in)
 	t := &tasksv1.ImageImportTask{
@@ -218,6 +219,7 @@ func newTask(namespace, typ string, input any, id *Identity, reqID string) *task
 				annotationInput:                string(encodePy(input, false)),
 				annotationType:                 typ,
 				annotationOwner:                id.ProjectID,
+				annotationCreatedAt:            now.UTC().Format(preciseTime),
 				tasksv1.AnnotationExpiryPolicy: string(tasksv1.ExpiryPolicyDelete), // Glance expires tasks
 			},
 		},
@@ -358,3 +360,39 @@ func setExtra(p *tasksv1.ImageProperties, m member) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// maxPropertyLength is the longest image property value an ImageImportTask
+// holds (its CRD's rule), in characters.
+const maxPropertyLength = 65535
+
+// tooLarge is why a task cannot be stored, as a 400 explains it, or "": an
+// image property longer than the CRD allows, or an input bigger than the
+// annotations of one object may be.
+func tooLarge(t *tasksv1.ImageImportTask) string {
+	if p := t.Spec.Input.ImageProperties; p != nil {
+		for _, k := range slices.Sorted(maps.Keys(p.Properties)) {
+			if n := utf8.RuneCountInString(p.Properties[k]); n > maxPropertyLength {
+				return fmt.Sprintf("Image property %s is %d characters long; at most %d fit.", pyRepr(k), n, maxPropertyLength)
+			}
+		}
+	}
+	size := 0
+	for k, v := range t.Annotations {
+		size += len(k) + len(v)
+	}
+	if size > apivalidation.TotalAnnotationSizeLimitB {
+		return fmt.Sprintf("Task input is too large: %d bytes; at most %d fit.",
+			len(t.Annotations[annotationInput]), apivalidation.TotalAnnotationSizeLimitB-(size-len(t.Annotations[annotationInput])))
+	}
+	return ""
+}
+
+// apiReason is what the API server said is wrong with an object, without
+// the object's kind and name.
+func apiReason(err error) string {
+	msg := err.Error()
+	if _, reason, ok := strings.Cut(msg, " is invalid: "); ok {
+		return reason
+	}
+	return msg
+}

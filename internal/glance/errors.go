@@ -1,10 +1,12 @@
 package glance
 
 import (
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Glance raises webob.exc errors, and WebOb renders them according to the
@@ -67,12 +69,17 @@ func (e *httpError) write(w http.ResponseWriter, r *http.Request) {
 		h.Set("Allow", e.allow)
 	}
 	var contentType, body string
-	switch negotiate(r.Header.Values("Accept")) {
-	case "text/html":
+	accept := negotiate(r.Header.Values("Accept"))
+	switch {
+	case r.Method == http.MethodHead:
+		// WebOb answers a HEAD with the bare Response it is: its default
+		// content type, whatever Accept says, and no body.
+		contentType = "text/html; charset=UTF-8"
+	case accept == "text/html":
 		contentType = "text/html; charset=UTF-8"
 		body = "<html>\n <head>\n  <title>" + e.status() + "</title>\n </head>\n <body>\n  <h1>" + e.status() +
 			"</h1>\n  " + e.body(htmlEscape, r.Method) + "\n </body>\n</html>"
-	case "application/json":
+	case accept == "application/json":
 		contentType = "application/json"
 		body = string(encodePy(object{
 			{"message", e.body(noEscape, r.Method)}, {"code", e.status()}, {"title", http.StatusText(e.code)},
@@ -82,9 +89,6 @@ func (e *httpError) write(w http.ResponseWriter, r *http.Request) {
 		body = e.status() + "\n\n" + stripTags(e.body(noEscape, r.Method))
 	}
 	h.Set("Content-Type", contentType)
-	if r.Method == http.MethodHead {
-		body = "" // as WebOb: headers only
-	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(e.code)
 	w.Write([]byte(body))
@@ -92,8 +96,23 @@ func (e *httpError) write(w http.ResponseWriter, r *http.Request) {
 
 func noEscape(s string) string { return s }
 
-// htmlEscape is Python's html.escape(s, quote=True).
-var htmlEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#x27;").Replace
+// htmlEscape is WebOb's html_escape: Python's html.escape(s, quote=True),
+// then what is not ASCII as a decimal character reference
+// (encode('ascii', 'xmlcharrefreplace')).
+func htmlEscape(s string) string {
+	s = htmlEscaper.Replace(s)
+	var b strings.Builder
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, "&#%d;", r)
+		}
+	}
+	return b.String()
+}
+
+var htmlEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#x27;")
 
 // stripTags is WebOb's strip_tags: newlines become spaces, <br /> becomes a newline.
 func stripTags(s string) string {

@@ -185,21 +185,25 @@ func (t task) matches(filters map[string]string) bool {
 }
 
 // row is a task with the values Glance orders by: the sort key, then
-// created_at, then id, all in the same direction. The Glance view of a task
-// is built only for what a page shows (or a filter needs).
+// created_at, then id, all in the same direction. Glance's created_at has
+// sub-seconds; creationTimestamp has seconds only, so tasks created within
+// a second are ordered by the creation time the shim recorded
+// (annotationCreatedAt, whose fixed-width text sorts as the time does).
+// The Glance view of a task is built only for what a page shows (or a
+// filter needs).
 type row struct {
 	obj     *tasksv1.ImageImportTask
 	id      string
 	key     string
 	keyTime int64 // for time keys
-	created int64
+	created int64 // creationTimestamp, in seconds as Glance shows it
+	precise string
 }
 
 func newRow(t *tasksv1.ImageImportTask, sortKey string) row {
-	r := row{obj: t, id: string(t.UID), created: t.CreationTimestamp.UnixNano()}
+	r := row{obj: t, id: string(t.UID), created: t.CreationTimestamp.Unix(), precise: createdAt(t)}
 	switch sortKey {
 	case "created_at":
-		r.keyTime = r.created
 	case "id":
 		r.key = r.id
 	case "updated_at":
@@ -214,8 +218,18 @@ func newRow(t *tasksv1.ImageImportTask, sortKey string) row {
 	return r
 }
 
+// createdAt is the precise creation time of a task: what the shim recorded,
+// or creationTimestamp for a task created otherwise (kubectl, GitOps).
+func createdAt(t *tasksv1.ImageImportTask) string {
+	if v := t.Annotations[annotationCreatedAt]; len(v) == len(preciseTime) {
+		return v
+	}
+	return t.CreationTimestamp.UTC().Format(preciseTime)
+}
+
 func (a row) compare(b row, desc bool) int {
-	c := cmp.Or(cmp.Compare(a.key, b.key), cmp.Compare(a.keyTime, b.keyTime), cmp.Compare(a.created, b.created), cmp.Compare(a.id, b.id))
+	c := cmp.Or(cmp.Compare(a.key, b.key), cmp.Compare(a.keyTime, b.keyTime), cmp.Compare(a.created, b.created),
+		cmp.Compare(a.precise, b.precise), cmp.Compare(a.id, b.id))
 	if desc {
 		return -c
 	}

@@ -3,6 +3,7 @@ package glance
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -144,11 +145,27 @@ func pyNumber(n json.Number) string {
 	return strconv.FormatFloat(f, 'e', -1, 64)
 }
 
+// maxDepth is how deeply the parser lets arrays and objects nest. Glance
+// (Python's json, under eventlet) fails with a RecursionError, a 500, from
+// about 894 levels; nothing real comes near either.
+const maxDepth = 1000
+
+// errTooDeep is a body nested deeper than maxDepth.
+var errTooDeep = errors.New("JSON nested deeper than 1000 levels")
+
 // parseOrdered decodes JSON keeping the order of object keys.
 func parseOrdered(data []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
+	return parseOrderedFrom(bytes.NewReader(data))
+}
+
+// parseOrderedFrom decodes one JSON value from r keeping the order of
+// object keys. It reads r as it goes and stops at the first level past
+// maxDepth, so a hostile body costs neither a deep stack nor a read of its
+// rest; objects are built in linear time whatever their size.
+func parseOrderedFrom(r io.Reader) (any, error) {
+	dec := json.NewDecoder(r)
 	dec.UseNumber()
-	v, err := parseValue(dec)
+	v, err := parseValue(dec, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -158,45 +175,83 @@ func parseOrdered(data []byte) (any, error) {
 	return v, nil
 }
 
-func parseValue(dec *json.Decoder) (any, error) {
+func parseValue(dec *json.Decoder, depth int) (any, error) {
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, err
 	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			obj := object{}
-			for dec.More() {
-				k, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				v, err := parseValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				obj = obj.set(k.(string), v) // a repeated key keeps its first place, last value, as in Python
-			}
-			_, err := dec.Token()
-			return obj, err
-		case '[':
-			arr := []any{}
-			for dec.More() {
-				v, err := parseValue(dec)
-				if err != nil {
-					return nil, err
-				}
-				arr = append(arr, v)
-			}
-			_, err := dec.Token()
-			return arr, err
-		}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil
 	}
-	return tok, nil
+	if depth++; depth > maxDepth {
+		return nil, errTooDeep
+	}
+	switch delim {
+	case '{':
+		var b objectBuilder
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			v, err := parseValue(dec, depth)
+			if err != nil {
+				return nil, err
+			}
+			b.set(k.(string), v)
+		}
+		_, err := dec.Token()
+		return b.obj, err
+	case '[':
+		arr := []any{}
+		for dec.More() {
+			v, err := parseValue(dec, depth)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, v)
+		}
+		_, err := dec.Token()
+		return arr, err
+	}
+	return nil, fmt.Errorf("unexpected %v", delim)
 }
 
+// objectBuilder builds an object whose repeated keys keep their first place
+// and their last value, as a Python dict does, in linear time: past a few
+// keys it finds a repeated key through an index rather than a scan.
+type objectBuilder struct {
+	obj   object
+	index map[string]int
+}
+
+// indexFrom is the size from which an object under construction is indexed.
+const indexFrom = 16
+
+func (b *objectBuilder) set(key string, v any) {
+	if b.obj == nil {
+		b.obj = object{}
+	}
+	if b.index == nil && len(b.obj) < indexFrom {
+		b.obj = b.obj.set(key, v)
+		if len(b.obj) == indexFrom {
+			b.index = make(map[string]int, 2*indexFrom)
+			for i, m := range b.obj {
+				b.index[m.key] = i
+			}
+		}
+		return
+	}
+	if i, ok := b.index[key]; ok {
+		b.obj[i].value = v
+		return
+	}
+	b.index[key] = len(b.obj)
+	b.obj = append(b.obj, member{key, v})
+}
+
+// set sets a key of a small object: a repeated key keeps its first place.
 func (o object) set(key string, v any) object {
 	for i := range o {
 		if o[i].key == key {
@@ -214,64 +269,4 @@ func (o object) get(key string) (any, bool) {
 		}
 	}
 	return nil, false
-}
-
-// pyRepr is Python's repr() of a JSON value, as jsonschema puts values in
-// its messages.
-func pyRepr(v any) string {
-	switch v := v.(type) {
-	case nil:
-		return "None"
-	case bool:
-		if v {
-			return "True"
-		}
-		return "False"
-	case string:
-		return pyReprString(v)
-	case json.Number:
-		return pyNumber(v)
-	case object:
-		parts := make([]string, len(v))
-		for i, m := range v {
-			parts[i] = pyReprString(m.key) + ": " + pyRepr(m.value)
-		}
-		return "{" + strings.Join(parts, ", ") + "}"
-	case []any:
-		parts := make([]string, len(v))
-		for i, x := range v {
-			parts[i] = pyRepr(x)
-		}
-		return "[" + strings.Join(parts, ", ") + "]"
-	}
-	return fmt.Sprint(v)
-}
-
-func pyReprString(s string) string {
-	quote := "'"
-	if strings.Contains(s, "'") && !strings.Contains(s, `"`) {
-		quote = `"`
-	}
-	var b strings.Builder
-	b.WriteString(quote)
-	for _, r := range s {
-		switch {
-		case r == '\\':
-			b.WriteString(`\\`)
-		case string(r) == quote:
-			b.WriteString(`\` + quote)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteString(quote)
-	return b.String()
 }

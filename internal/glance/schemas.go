@@ -19,9 +19,6 @@ const (
 // believe v2 is there (else it falls back to v1, which has no tasks).
 const imageSchema = `{"name": "image", "properties": {"id": {"type": "string"}, "name": {"type": ["null", "string"]}}, "additionalProperties": {"type": "string"}, "links": []}`
 
-// taskTypes are the task types Glance accepts on create, in its order.
-var taskTypes = []string{"import", "api_image_import"}
-
 // versions is Glance's version document: GET / answers it with 300, GET
 // /versions with 200. Clients (gophercloud, openstacksdk) discover the v2
 // endpoint from it.

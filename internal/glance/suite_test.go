@@ -88,6 +88,12 @@ func newShim(t *testing.T, policy Policy) *shim {
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
+	return newShimWith(t, policy, SingleNamespace(ns.Name))
+}
+
+// newShimWith serves a shim that maps projects to namespaces as told.
+func newShimWith(t *testing.T, policy Policy, namespaces Namespaces) *shim {
+	t.Helper()
 	p := urlpolicy.Default()
 	p.AllowedHosts, p.AllowedPorts = []string{"127.0.0.1"}, nil
 	compiled, err := urlpolicy.Compile(p)
@@ -97,14 +103,15 @@ func newShim(t *testing.T, policy Policy) *shim {
 	srv := &Server{
 		Cache: taskCache, Writer: k8sClient,
 		Auth:       NewKeystoneHeaders(policy, "http://127.0.0.1:5000/v3"),
-		Namespaces: SingleNamespace(ns.Name),
+		Namespaces: namespaces,
 		URLPolicy:  compiled,
 		Resolve:    func(context.Context, string) error { return nil },
 		Log:        ctrl.Log.WithName("shim"),
 	}
 	ts := httptest.NewServer(fakeKeystone(srv))
 	t.Cleanup(ts.Close)
-	return &shim{Server: ts, namespace: ns.Name}
+	single, _ := namespaces.(SingleNamespace)
+	return &shim{Server: ts, namespace: string(single)}
 }
 
 // fakeKeystone stands in for keystonemiddleware in front of the shim.

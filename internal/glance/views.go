@@ -14,7 +14,15 @@ const (
 	annotationOwner     = "tasks.imageimport.io/owner"
 	annotationUserID    = "tasks.imageimport.io/user-id"
 	annotationRequestID = "tasks.imageimport.io/request-id"
+	// annotationCreatedAt is when the shim created the task, to the
+	// nanosecond (preciseTime): Glance orders tasks created within a second
+	// by their sub-second creation times.
+	annotationCreatedAt = "tasks.imageimport.io/created-at"
 )
+
+// preciseTime is the layout of annotationCreatedAt: UTC, fixed width, so
+// that its text sorts as the time does.
+const preciseTime = "2006-01-02T15:04:05.000000000Z"
 
 // task is the Glance view of an ImageImportTask.
 type task struct {
