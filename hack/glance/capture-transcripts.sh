@@ -41,6 +41,10 @@ post 22b-post-unknown-toplevel-key "{\"type\":\"import\",\"foo\":1,$INPUT}"
 post 22c-post-unknown-toplevel-key-accept-json "{\"type\":\"import\",\"foo\":1,$INPUT}" -H 'Accept: application/json'
 post 22d-post-unknown-toplevel-key-accept-text "{\"type\":\"import\",\"foo\":1,$INPUT}" -H 'Accept: text/plain'
 post 22e-post-unknown-key-long-values "{\"type\":\"import\",\"foo\":{\"b\":[1,2.5,null,true],\"a\":\"it's \\\"quoted\\\" and long enough to be split into several lines of the instance dump\"},\"input\":{\"import_from\":\"$IMP/small.qcow2\",\"import_from_format\":\"qcow2\",\"image_properties\":{\"disk_format\":\"qcow2\",\"container_format\":\"bare\",\"name\":\"ünïcödé name\"}}}"
+UNICODE="{\"type\":\"import\",\"föö\":\"ünïcödé 🙂\",$INPUT}"
+post 22v-post-unknown-key-unicode-accept-text "$UNICODE" -H 'Accept: text/plain'
+post 22w-post-unknown-key-unicode-accept-json "$UNICODE" -H 'Accept: application/json'
+post 22x-post-unknown-key-unicode "$UNICODE"
 post 22f-post-status-bogus "{\"type\":\"import\",\"status\":\"bogus\",$INPUT}"
 post 22g-post-status-bogus-accept-json "{\"type\":\"import\",\"status\":\"bogus\",$INPUT}" -H 'Accept: application/json'
 post 22h-post-id-not-uuid "{\"type\":\"import\",\"id\":\"not-a-uuid\",$INPUT}"

@@ -17,7 +17,7 @@ import (
 
 // Differences from Glance that no one intended, found by a differential
 // battery against Debian's glance-api 25.1.0; the recorded transcripts
-// 22b-22u and 59b-59f pin the exact answers.
+// 22b-22x and 59b-59f pin the exact answers.
 
 func TestCreateValidatesEveryKeyAgainstTheTaskSchema(t *testing.T) {
 	s := newShim(t, PolicyAdmin)
