@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/md5"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -184,11 +185,13 @@ func TestRefusesTheHostileCorpus(t *testing.T) {
 	dir := t.TempDir()
 	corpus := testimages.HostileCorpus(t, dir)
 	srv := serveDir(t, dir)
+	// The unpacker refuses these before the inspector sees them.
+	unpackerWhy := map[string]string{"gzip declared as raw": "The gzip stream is truncated"}
 	for _, h := range corpus {
 		t.Run(h.Name, func(t *testing.T) {
 			rel, _ := filepath.Rel(dir, h.Path)
 			o := importFrom(t, srv.URL+"/"+rel, h.Declared, "raw", "--max-virtual-size="+strconv.Itoa(1<<40))
-			expectRefused(t, o, importresult.ExitPermanent, h.Why)
+			expectRefused(t, o, importresult.ExitPermanent, cmp.Or(unpackerWhy[h.Name], h.Why))
 			t.Logf("%s: %s", o.result.Reason, o.result.Error)
 		})
 	}

@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"bytes"
 	"crypto/md5"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -107,6 +108,12 @@ func (f *fanout) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// Write copies p to every sink; ReadFrom, which io.Copy uses, saves a copy.
+func (f *fanout) Write(p []byte) (int, error) {
+	n, err := f.ReadFrom(bytes.NewReader(p))
+	return int(n), err
 }
 
 // Close waits for the sinks to write everything and returns their error.

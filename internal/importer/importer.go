@@ -32,9 +32,9 @@ type Config struct {
 	// ContainerFormat is Glance's container_format: ova means the source is
 	// a tar holding the disk; every other value means the source is the disk.
 	ContainerFormat string
-	Dest         string // the image store directory
-	ScratchDir   string // where a source to convert is staged
-	ImageID      string
+	Dest            string // the image store directory
+	ScratchDir      string // where a source to convert is staged
+	ImageID         string
 
 	ExpectedChecksums map[string]string // md5, sha256 or sha512 -> lower-case hex
 	CABundle          string            // PEM file; system roots when empty
@@ -47,9 +47,12 @@ type Config struct {
 	MinTransferRate    int64
 	TransferRateWindow time.Duration
 
-	Policy         urlpolicy.Policy
-	MaxImageSize   int64 // bytes of source; 0: no limit
-	MaxVirtualSize int64 // bytes of disk; 0: no limit
+	Policy       urlpolicy.Policy
+	MaxImageSize int64 // bytes of source, and of the image unpacked from it; 0: no limit
+	// MaxDecompressionRatio bounds the bytes of image unpacked per byte of
+	// source (past unpack.RatioGrace); 0: no limit.
+	MaxDecompressionRatio int64
+	MaxVirtualSize        int64 // bytes of disk; 0: no limit
 
 	QemuImg         string        // qemu-img binary
 	QemuMemoryLimit int64         // private writable memory of qemu-img (RLIMIT_DATA), bytes
@@ -112,22 +115,39 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	defer src.discard()
 
 	track.setPhase(PhaseFetching, 0)
-	sums := newDigests()
-	var file io.Writer = src.File // a scratch copy may live and die in the page cache
+	// The download is hashed as it arrives (the source's checksums) and
+	// unpacked (internal/unpack: decompressed, taken out of an OVA, or
+	// passed on as it is) into the staging file, hashed again when it is
+	// the image itself: its md5 and sha512 are the stored image's.
+	file := &sparseWriter{f: src.File, writeback: sameFormat}
+	imageSums := newDigests()
+	imageSinks := []io.Writer{file}
 	if sameFormat {
-		file = &writeback{f: src.File} // the image itself: on its way to disk at once
+		imageSinks = append(imageSinks, imageSums.md5, imageSums.sha512)
 	}
-	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(sums.writers(), file)...)
+	image := newFanout(nil, imageSinks...)
+	unpacker := startUnpacker(cfg, image)
+	sums := newDigests()
+	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(cfg.sourceHashes(sums), unpacker)...)
 	got, fetchErr := fetcher.fetch(ctx, u, sink, track)
-	if err := errors.Join(fetchErr, sink.Close()); err != nil {
-		return importresult.Result{}, err
+	sinkErr := sink.Close()
+	rep, unpackErr := unpacker.finish(errors.Join(fetchErr, sinkErr))
+	imageErr := errors.Join(image.Close(), file.finish())
+	if f := cfg.refusal(unpackErr); f != nil {
+		return importresult.Result{}, f // the bytes are refused, whatever else failed after
+	}
+	if fetchErr != nil && !errors.As(fetchErr, new(*sinkError)) {
+		return importresult.Result{}, fetchErr
+	}
+	if err := errors.Join(fetchErr, sinkErr, unpackErr, imageErr); err != nil {
+		return importresult.Result{}, transient(importresult.ReasonInternal, err, "Writing the image failed: %v.", err)
 	}
 	if err := cfg.verifyChecksums(sums); err != nil {
 		return importresult.Result{}, err
 	}
 
-	track.setPhase(PhaseInspecting, got.size)
-	info, err := cfg.inspect(ctx, src, got.size, cfg.SourceFormat)
+	track.setPhase(PhaseInspecting, rep.Size)
+	info, err := cfg.inspect(ctx, src, rep.Size, cfg.SourceFormat)
 	if err != nil {
 		return importresult.Result{}, err
 	}
@@ -138,17 +158,31 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 		SourceSHA256:     sums.hex("sha256"),
 		BytesTransferred: got.size,
 		OSHashAlgo:       "sha512",
+		Unpacked:         unpacked(rep),
 	}
 	if sameFormat {
-		track.setPhase(PhaseStoring, got.size)
+		track.setPhase(PhaseStoring, rep.Size)
 		if err := src.commit(cfg.ImageID); err != nil {
 			return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
 		}
-		res.Size, res.VirtualSize = got.size, info.VirtualSize
-		res.Checksum, res.OSHashValue = sums.hex("md5"), sums.hex("sha512")
+		res.Size, res.VirtualSize = rep.Size, info.VirtualSize
+		res.Checksum, res.OSHashValue = imageSums.hex("md5"), imageSums.hex("sha512")
 		return res, nil
 	}
 	return cfg.convertAndStore(ctx, src, info, res, track)
+}
+
+// sourceHashes are the digests of the download to compute: sha256, which
+// the result reports, and those the source's checksums name.
+func (cfg *Config) sourceHashes(sums *digests) []io.Writer {
+	hashes := []io.Writer{sums.sha256}
+	if _, ok := cfg.ExpectedChecksums["md5"]; ok {
+		hashes = append(hashes, sums.md5)
+	}
+	if _, ok := cfg.ExpectedChecksums["sha512"]; ok {
+		hashes = append(hashes, sums.sha512)
+	}
+	return hashes
 }
 
 // convertAndStore converts the staged source into the store.
@@ -233,9 +267,6 @@ func (cfg *Config) validate() (*urlpolicy.Compiled, *url.URL, error) {
 	if cfg.ContainerFormat != "" && !slices.Contains(containerFormats, cfg.ContainerFormat) {
 		return nil, nil, permanent(importresult.ReasonUnsupported, nil,
 			"The container format %q is not supported; use one of %v.", cfg.ContainerFormat, containerFormats)
-	}
-	if cfg.ContainerFormat == ContainerOVA {
-		return nil, nil, permanent(importresult.ReasonUnsupported, nil, "OVA sources are not supported yet.")
 	}
 	if cfg.TargetFormat == diskformat.ISO && cfg.SourceFormat != diskformat.ISO {
 		return nil, nil, permanent(importresult.ReasonUnsupported, nil, "Only an iso source can be stored as iso.")

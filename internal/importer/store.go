@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -132,25 +133,58 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// writeback is the staging file as a stream sink that starts the kernel's
-// writeback of every 16 MiB as soon as it is written: the disk works while
-// the network does, dirty pages never pile up to throttle the download, and
-// the final fsync has little left to do.
-type writeback struct {
-	f        *os.File
-	written  int64
-	startOff int64
+// sparseWriter is the staging file as a stream sink. It leaves a hole
+// where a whole block is zero, as cp --sparse and xz -d do: the runs of
+// zeros a raw disk is made of (and that compression removed) cost no disk
+// space or I/O, and qemu-img skips them as holes. With writeback, it starts
+// the kernel's writeback of every 16 MiB as soon as it is written: the disk
+// works while the network does, dirty pages never pile up to throttle the
+// download, and the final fsync has little left to do.
+type sparseWriter struct {
+	f         *os.File
+	writeback bool
+	off       int64 // bytes of the stream so far
+	startOff  int64 // where the writeback not yet started begins
 }
 
-const writebackEvery = 16 << 20
+const (
+	sparseBlock    = 4 << 10
+	writebackEvery = 16 << 20
+)
 
-func (w *writeback) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.written += int64(n)
-	if w.written-w.startOff >= writebackEvery {
-		// Advisory: a filesystem without it loses only the speed-up.
-		_ = unix.SyncFileRange(int(w.f.Fd()), w.startOff, w.written-w.startOff, unix.SYNC_FILE_RANGE_WRITE)
-		w.startOff = w.written
+var zeroBlock [sparseBlock]byte
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		// The next run of blocks that are all zero or all not.
+		n := min(len(p), sparseBlock)
+		zero := bytes.Equal(p[:n], zeroBlock[:n])
+		for n < len(p) {
+			m := min(len(p)-n, sparseBlock)
+			if bytes.Equal(p[n:n+m], zeroBlock[:m]) != zero {
+				break
+			}
+			n += m
+		}
+		if !zero {
+			if _, err := w.f.WriteAt(p[:n], w.off); err != nil {
+				return written, err
+			}
+		}
+		w.off += int64(n)
+		written += n
+		p = p[n:]
 	}
-	return n, err
+	if w.writeback && w.off-w.startOff >= writebackEvery {
+		// Advisory: a filesystem without it loses only the speed-up.
+		_ = unix.SyncFileRange(int(w.f.Fd()), w.startOff, w.off-w.startOff, unix.SYNC_FILE_RANGE_WRITE)
+		w.startOff = w.off
+	}
+	return written, nil
+}
+
+// finish gives the file the stream's size, which a final hole leaves short.
+func (w *sparseWriter) finish() error {
+	return w.f.Truncate(w.off)
 }

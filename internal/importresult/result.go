@@ -36,6 +36,7 @@ const (
 	ReasonLimitExceeded         = "LimitExceeded"         // the image needs more than a bound allows (file size, CPU time)
 	ReasonInsufficientStorage   = "InsufficientStorage"   // the converted image cannot fit the destination
 	ReasonInsufficientResources = "InsufficientResources" // the node ran out of memory or threads: transient
+	ReasonCorruptSource         = "CorruptSource"         // a compressed stream or an OVA that is corrupt or truncated
 )
 
 // Result is what one importer run reports. On success Error is empty; on
@@ -52,9 +53,27 @@ type Result struct {
 	SourceSHA256     string  `json:"source_sha256,omitempty"`
 	BytesTransferred int64   `json:"bytes_transferred,omitempty"`
 	DurationSeconds  float64 `json:"duration_seconds,omitempty"`
+	// Unpacked says what was unpacked from the source: nil when the source
+	// was the disk image itself.
+	Unpacked *Unpacked `json:"unpacked,omitempty"`
 
 	Reason string `json:"reason,omitempty"`
 	Error  string `json:"error,omitempty"`
+}
+
+// Unpacked is what the importer took out of a compressed source or an OVA.
+// The source's checksums (and bytes_transferred) are of the bytes as
+// downloaded; checksum and os_hash_value are of the stored image.
+type Unpacked struct {
+	Compression      string `json:"compression,omitempty"`       // gzip, xz, zstd or bzip2
+	CompressedSize   int64  `json:"compressed_size,omitempty"`   // bytes of the compressed stream
+	UncompressedSize int64  `json:"uncompressed_size,omitempty"` // bytes it decompressed to
+	DiskSize         int64  `json:"disk_size"`                   // bytes of the disk image unpacked, as inspected
+	OVAEntry         string `json:"ova_entry,omitempty"`         // the disk's entry in the OVA
+	OVFName          string `json:"ovf_name,omitempty"`          // the OVF's virtual system
+	OVFProduct       string `json:"ovf_product,omitempty"`       // the OVF's ProductSection
+	OVFVendor        string `json:"ovf_vendor,omitempty"`
+	OVFVersion       string `json:"ovf_version,omitempty"`
 }
 
 // Failed reports whether r describes a failure.

@@ -1,0 +1,304 @@
+// Package unpack is the importer's stage between the download and the
+// staging file: it takes the source as it streams in, decompresses it
+// (gzip, xz, zstd, bzip2, told apart by their magic numbers, never by a
+// file name) and, for an OVA, takes the one disk out of the tar, and writes
+// the disk image's bytes out, with no compressed copy and nothing but that
+// disk ever written.
+//
+// What comes out is inspected exactly as an uncompressed download is: the
+// unpacker only moves bytes and refuses what it cannot move safely. It
+// unpacks one level of compression, bounds the bytes it writes (MaxSize)
+// and how many it writes per byte read (MaxRatio), and tells a corrupt or
+// truncated stream (permanent) from a download that failed under it (the
+// download's own error).
+//
+// One file per format: gzip.go, xz.go, zstd.go, bzip2.go and ova.go.
+package unpack
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Options bound one unpacking.
+type Options struct {
+	// OVA says the source (once decompressed) is an OVA: a tar whose first
+	// entry is the OVF descriptor, holding the one disk it references.
+	OVA bool
+	// MaxSize is the most bytes of disk image written; 0: no limit.
+	MaxSize int64
+	// MaxRatio is the most bytes of disk image written per byte read, once
+	// RatioGrace bytes were written; 0: no limit.
+	MaxRatio int64
+}
+
+// RatioGrace is what may be written before MaxRatio applies: enough for
+// the runs of zeros at the start of a disk (partition alignment, an empty
+// EFI or boot partition) that compress far better than the rest, little
+// enough that a bomb is stopped before it costs anything.
+const RatioGrace = 64 << 20
+
+// Report says what was unpacked.
+type Report struct {
+	Compression      string // gzip, xz, zstd or bzip2; "" when nothing was decompressed
+	CompressedSize   int64  // bytes of the compressed stream
+	UncompressedSize int64  // bytes it decompressed to
+	SourceSize       int64  // bytes read: the whole source
+	Size             int64  // bytes of disk image written
+	OVA              *OVA   // the OVA's disk and descriptor, for an OVA
+}
+
+// Kind classifies a refusal.
+type Kind int
+
+const (
+	// Corrupt: a compressed stream or a tar that is corrupt or truncated.
+	Corrupt Kind = iota
+	// TooLarge: the disk image is larger than MaxSize.
+	TooLarge
+	// Bomb: the disk image is more than MaxRatio times the bytes read.
+	Bomb
+	// Nested: compression inside compression.
+	Nested
+	// Unsafe: an OVA entry that could write or read outside of it (a path
+	// with .. or an absolute one, a link, a device).
+	Unsafe
+	// Invalid: not an OVA as the specification defines it, or one that
+	// holds other than exactly one disk.
+	Invalid
+)
+
+// Error is a refusal of the source's bytes: trying again cannot help.
+type Error struct {
+	Kind   Kind
+	Reason string // one sentence, without its final period
+	Err    error
+}
+
+func (e *Error) Error() string { return e.Reason }
+func (e *Error) Unwrap() error { return e.Err }
+
+func refuse(kind Kind, err error, format string, args ...any) *Error {
+	return &Error{Kind: kind, Reason: fmt.Sprintf(format, args...), Err: err}
+}
+
+// codec is one compression format.
+type codec struct {
+	name  string
+	magic func(b []byte) bool // whether a stream starting with b is this format
+	// open returns a reader of the decompressed stream. Its errors are
+	// the source's own or mean that the stream is corrupt.
+	open func(r io.Reader) (io.ReadCloser, error)
+}
+
+// codecs are the formats, each registered by its own file.
+var codecs []codec
+
+// magicLen is how many bytes detection looks at.
+const magicLen = 16
+
+// detect returns the codec whose magic number b starts with, or nil.
+func detect(b []byte) *codec {
+	for i := range codecs {
+		if codecs[i].magic(b) {
+			return &codecs[i]
+		}
+	}
+	return nil
+}
+
+// Stream reads the source from r and writes the disk image to w, until r
+// ends. Errors are an *Error (the bytes are refused), the error r returned
+// (the download failed) or w's (the disk failed).
+func Stream(r io.Reader, w io.Writer, opt Options) (Report, error) {
+	src := &source{r: r}
+	s := &stream{opt: opt, src: src}
+	err := s.run(w)
+	s.rep.SourceSize = src.n
+	if err == nil && s.rep.Compression == "" {
+		s.rep.CompressedSize, s.rep.UncompressedSize = 0, 0
+	}
+	return s.rep, err
+}
+
+type stream struct {
+	opt Options
+	src *source
+	rep Report
+	out int64 // disk image bytes written
+}
+
+func (s *stream) run(w io.Writer) error {
+	in := bufio.NewReaderSize(s.src, 64<<10)
+	body, closeBody, err := s.decompress(in, in, "source")
+	if err != nil {
+		return err
+	}
+	if !s.opt.OVA {
+		err = s.copyDisk(w, body, s.blame)
+	} else {
+		err = s.ova(w, body)
+	}
+	if err == nil {
+		err = closeBody()
+	}
+	if err != nil {
+		return s.blame(err)
+	}
+	// Read what is left (a tar's padding), so that the download is whole
+	// and its checksums are of every byte.
+	if _, err := io.Copy(io.Discard, in); err != nil {
+		return s.blame(err)
+	}
+	return nil
+}
+
+// decompress returns the stream r decompressed when peek shows that it is
+// compressed, and r itself otherwise. Only one level is decompressed: what
+// was already decompressed may not be compressed again.
+func (s *stream) decompress(peek *bufio.Reader, r io.Reader, what string) (io.Reader, func() error, error) {
+	head, err := peek.Peek(magicLen)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, nil, s.blame(err)
+	}
+	c := detect(head)
+	if c == nil {
+		return r, func() error { return nil }, nil
+	}
+	if s.rep.Compression != "" {
+		return nil, nil, refuse(Nested, nil, "The %s stream holds %s compressed data: only one level of compression is unpacked", s.rep.Compression, c.name)
+	}
+	s.rep.Compression = c.name
+	compressed := &counter{r: r}
+	dec, err := c.open(compressed)
+	if err != nil {
+		return nil, nil, s.corrupt(err)
+	}
+	out := &counter{r: &decoded{r: dec, s: s}}
+	dr := bufio.NewReaderSize(out, 64<<10)
+	next, err := dr.Peek(magicLen)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, s.blame(err)
+	}
+	if inner := detect(next); inner != nil {
+		return nil, nil, refuse(Nested, nil, "The %s %s holds %s compressed data: only one level of compression is unpacked", c.name, what, inner.name)
+	}
+	closeFn := func() error {
+		s.rep.CompressedSize, s.rep.UncompressedSize = compressed.n, out.n
+		return dec.Close()
+	}
+	return dr, closeFn, nil
+}
+
+// copyDisk writes the disk image r to w, within the limits. classify
+// turns r's errors into what they mean; w's are returned as they are.
+func (s *stream) copyDisk(w io.Writer, r io.Reader, classify func(error) error) error {
+	_, err := io.Copy(w, &bounded{r: r, s: s, classify: classify})
+	return err
+}
+
+// bounded fails, rather than stops, when the disk image outgrows a limit.
+type bounded struct {
+	r        io.Reader
+	s        *stream
+	classify func(error) error
+}
+
+func (b *bounded) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = b.classify(err)
+	}
+	s := b.s
+	s.out += int64(n)
+	s.rep.Size = s.out
+	switch {
+	case s.opt.MaxSize > 0 && s.out > s.opt.MaxSize:
+		return n, refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
+	case s.opt.MaxRatio > 0 && s.out > RatioGrace && s.out > s.opt.MaxRatio*s.src.n:
+		return n, refuse(Bomb, nil, "The source unpacks to more than %d times its size (%d bytes from the first %d), the limit of --max-decompression-ratio: a decompression bomb is refused",
+			s.opt.MaxRatio, s.out, s.src.n)
+	}
+	return n, err
+}
+
+// blame returns err as it is when it is a refusal, the source's error when
+// the source failed, and a corrupt stream otherwise.
+func (s *stream) blame(err error) error {
+	var refusal *Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &refusal):
+		return refusal
+	case s.src.err != nil:
+		return s.src.err
+	}
+	return err
+}
+
+// corrupt is the refusal of a stream that its decoder could not read.
+func (s *stream) corrupt(err error) error {
+	if s.src.err != nil {
+		return s.src.err // the download failed: the decoder only saw it end
+	}
+	var refusal *Error
+	if errors.As(err, &refusal) {
+		return refusal
+	}
+	what := "corrupt"
+	if errors.Is(err, io.ErrUnexpectedEOF) || s.src.eof {
+		what = "truncated or corrupt"
+	}
+	return refuse(Corrupt, err, "The %s stream is %s (%s)", s.rep.Compression, what, err)
+}
+
+// decoded turns a decoder's errors, but the end of the stream, into
+// refusals of a corrupt stream, unless the source itself failed.
+type decoded struct {
+	r io.Reader
+	s *stream
+}
+
+func (d *decoded) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		return n, d.s.corrupt(err)
+	}
+	return n, err
+}
+
+// source is the download: it remembers how many bytes it gave, whether it
+// ended, and its error, which is the download's and not the stream's.
+type source struct {
+	r   io.Reader
+	n   int64
+	eof bool
+	err error
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	switch {
+	case err == io.EOF:
+		s.eof = true
+	case err != nil:
+		s.err = err
+	}
+	return n, err
+}
+
+// counter counts the bytes read through it.
+type counter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
