@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -75,6 +76,7 @@ func (c *Config) qemuImg(ctx context.Context, sb *sandbox.Sandbox, args ...strin
 	if err != nil {
 		return nil, transient(importresult.ReasonInternal, err, "qemu-img cannot be started: %v.", err)
 	}
+	defer sb.Close()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -96,40 +98,64 @@ func (e *qemuError) Unwrap() error { return e.err }
 // said is what qemu-img said last, without its program and path prefixes.
 func (e *qemuError) said() string {
 	msg := lastLine(e.stderr)
-	if i := strings.LastIndex(msg, "/dev/fd/3': "); i >= 0 {
-		msg = msg[i+len("/dev/fd/3': "):]
+	if loc := fdPrefix.FindAllStringIndex(msg, -1); loc != nil {
+		msg = msg[loc[len(loc)-1][1]:]
 	}
-	return strings.TrimSuffix(msg, ".")
+	return strings.TrimSuffix(strings.TrimPrefix(msg, "qemu-img: "), ".")
 }
 
+// own is qemu-img's last line without what it quotes: file names come from
+// the image, and must not decide how a failure is classified.
+func (e *qemuError) own() string { return quoted.ReplaceAllString(lastLine(e.stderr), "''") }
+
+// launcherCrashed reports whether the launcher, not qemu-img, failed: a Go
+// runtime that could not start (no memory, no threads) before the exec.
+func (e *qemuError) launcherCrashed() bool {
+	return strings.Contains(e.stderr, "\ngoroutine ") || strings.HasPrefix(e.stderr, "fatal error: ") || strings.HasPrefix(e.stderr, "runtime: ")
+}
+
+var (
+	fdPrefix   = regexp.MustCompile(`/dev/fd/\d+'?: `)
+	quoted     = regexp.MustCompile(`'[^']*'`)
+	deniedOpen = regexp.MustCompile(`Could not open '([^']*)': Permission denied`)
+)
+
 // classify turns a failed qemu-img run into a Failure. What the image
-// causes is permanent; what the node lacks (memory, threads) is transient.
+// causes is permanent; what the node lacks (memory, threads, space) is
+// transient.
 func (c *Config) classify(ctx context.Context, err error, what string) *Failure {
 	var qe *qemuError
 	if !errors.As(err, &qe) {
 		return AsFailure(err)
 	}
 	var exit *exec.ExitError
-	errors.As(qe.err, &exit)
 	signal := syscall.Signal(-1)
-	if exit != nil {
+	if errors.As(qe.err, &exit) {
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			signal = ws.Signal()
 		}
 	}
+	own := qe.own()
+	denied := deniedOpen.FindStringSubmatch(qe.stderr)
 	switch {
-	case ctx.Err() != nil:
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return transient(importresult.ReasonTimeout, err, "The import did not finish within its time limit.")
+	case ctx.Err() != nil:
+		return transient(importresult.ReasonInternal, err, "The import was stopped before it finished.")
+	case qe.launcherCrashed():
+		return transient(importresult.ReasonInsufficientResources, err, "The sandbox launcher of qemu-img could not start (%s); the import will be retried.", firstLine(qe.stderr))
 	case sandbox.IsSetupFailure(qe.err):
-		return permanent(importresult.ReasonSandboxUnavailable, err, "qemu-img could not be sandboxed: %s.", strings.TrimPrefix(lastLine(qe.stderr), "sandbox: "))
-	case signal == syscall.SIGXFSZ:
+		return transient(importresult.ReasonSandboxUnavailable, err, "qemu-img could not be sandboxed: %s.", strings.TrimPrefix(lastLine(qe.stderr), "sandbox: "))
+	case signal == syscall.SIGXFSZ || strings.Contains(own, "File too large"):
 		return permanent(importresult.ReasonLimitExceeded, err, "%s wrote more than the image's virtual size allows; the image is refused.", what)
 	case signal == syscall.SIGXCPU:
 		return permanent(importresult.ReasonLimitExceeded, err, "%s used more than its CPU-time limit of %s.", what, c.QemuCPULimit)
-	case outOfResources(qe.stderr) || signal == syscall.SIGKILL || signal == syscall.SIGABRT && strings.Contains(qe.stderr, "qemu_thread_create"):
+	case strings.Contains(own, "No space left on device"):
+		return transient(importresult.ReasonInsufficientStorage, err, "%s ran out of space in the destination; the import will be retried.", what)
+	case outOfResources(own) || signal == syscall.SIGKILL || signal == syscall.SIGABRT && strings.Contains(own, "qemu_thread_create"):
 		return transient(importresult.ReasonInsufficientResources, err, "%s ran out of memory or threads on the node (%s); the import will be retried.", what, qe.said())
-	case strings.Contains(qe.stderr, "Permission denied"):
-		return permanent(importresult.ReasonUnsafeImage, err, "%s was denied access to a file other than the image (%s): the image names another file.", what, qe.said())
+	case denied != nil && !strings.HasPrefix(denied[1], "/dev/fd/"):
+		return permanent(importresult.ReasonUnsafeImage, err, "%s was denied %q, a file other than the image: the image names another file.", what, denied[1])
 	}
 	return permanent(importresult.ReasonUnsupported, err, "%s failed: %s.", what, qe.said())
 }
@@ -183,7 +209,7 @@ func (c *Config) qemuLook(ctx context.Context, image *os.File, format string) (q
 // fileKeys name a file in qemu-img info's JSON, at any depth.
 var fileKeys = map[string]bool{
 	"filename": true, "backing-filename": true, "full-backing-filename": true,
-	"backing-filename-format": false, "data-file": true,
+	"data-file": true,
 }
 
 // otherFiles lists every file qemu-img info names that is not self.
@@ -223,7 +249,7 @@ func (c *Config) qemuCheck(ctx context.Context, image *os.File, format string) e
 		return nil
 	case errors.As(err, &exit) && (exit.ExitCode() == 3 || exit.ExitCode() == 63): // leaks; no check for this format
 		return nil
-	case errors.As(err, &exit) && exit.ExitCode() == 2:
+	case errors.As(err, &exit) && exit.ExitCode() == 2 && !isLauncherCrash(err):
 		return permanent(importresult.ReasonUnsafeImage, err, "The %s image is corrupt: qemu-img check found errors.", format)
 	}
 	return c.classify(ctx, err, "Checking the "+format+" image")
@@ -250,17 +276,21 @@ func (c *Config) qemuMeasure(ctx context.Context, src *os.File, srcFormat string
 }
 
 // maxOutputSize bounds the file qemu-img may write for an image of the given
-// virtual size: exactly the virtual size for raw, the measured maximum for
-// qcow2, and for the other formats the data plus 1/16 and 64 MiB for their
-// tables and footers.
+// virtual size: exactly the virtual size for raw; for the other formats the
+// data plus 1/16 and 64 MiB for their tables and footers, and for qcow2 no
+// more than its measured maximum.
 func maxOutputSize(format string, virtual, fullyAllocated int64) int64 {
 	switch format {
 	case diskformat.Raw, diskformat.ISO:
 		return virtual
-	case diskformat.Qcow2:
-		return fullyAllocated
 	}
-	return virtual + virtual/16 + 64<<20
+	tables := virtual + virtual/16 + 64<<20
+	if format == diskformat.Qcow2 {
+		// measured by a qemu-img that read the image: never above the
+		// bound the inspector's virtual size sets
+		return min(fullyAllocated, tables)
+	}
+	return tables
 }
 
 // qemuConvert converts src (detected as srcFormat) into dst as dstFormat.
@@ -284,6 +314,17 @@ func (c *Config) qemuConvert(ctx context.Context, src *os.File, srcFormat string
 // targetOptions are qemu-img creation options per target format.
 var targetOptions = map[string]string{
 	diskformat.VHD: "subformat=dynamic,force_size=on", // keep the exact virtual size
+}
+
+// isLauncherCrash reports whether err is a launcher that crashed.
+func isLauncherCrash(err error) bool {
+	var qe *qemuError
+	return errors.As(err, &qe) && qe.launcherCrashed()
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return first
 }
 
 func lastLine(s string) string {

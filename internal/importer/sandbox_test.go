@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,7 +154,7 @@ func TestHostileVMDKFailsWithTheInspectorFooled(t *testing.T) {
 				virtual := int64(unconfinedInfo(t, path, "vmdk")["virtual-size"].(float64))
 				withoutInspector(t, diskformat.VMDK, virtual)
 				_, err, store := importLocal(t, path, diskformat.VMDK, target)
-				expectFailure(t, err, importresult.ReasonUnsafeImage, "denied access to a file other than the image")
+				expectFailure(t, err, importresult.ReasonUnsafeImage, "a file other than the image: the image names another file")
 				expectNoSecret(t, store)
 			})
 		}
@@ -197,7 +198,7 @@ func TestConvertCannotReadAnotherFile(t *testing.T) {
 	defer dst.Close()
 	cfg := &Config{QemuImg: "qemu-img"}
 	err = cfg.qemuConvert(context.Background(), src, diskformat.VMDK, dst, diskformat.Raw, 1<<30)
-	expectFailure(t, err, importresult.ReasonUnsafeImage, "Permission denied")
+	expectFailure(t, err, importresult.ReasonUnsafeImage, "was denied "+strconv.Quote(secret))
 	if b, _ := os.ReadFile(dst.Name()); bytes.Contains(b, []byte(secretContent)) {
 		t.Fatal("qemu-img copied the secret")
 	}
@@ -290,32 +291,67 @@ func fileMD5(t *testing.T, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Writing past the file-size bound kills qemu-img with SIGXFSZ: a permanent
-// LimitExceeded failure, whatever the program wrote before. (dd stands in
-// for a qemu-img that an image drives past its virtual size.)
+// qemu-img writing past the file-size bound (from threads that block
+// SIGXFSZ, so its writes fail with EFBIG) is a permanent LimitExceeded.
 func TestWritingPastTheBoundIsPermanent(t *testing.T) {
+	requireSandbox(t)
+	raw := filepath.Join(t.TempDir(), "dense.raw")
+	if err := os.WriteFile(raw, bytes.Repeat([]byte("dense data, all of it written "), 4<<20/30), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{diskformat.Raw, diskformat.Qcow2} {
+		t.Run(target, func(t *testing.T) {
+			src, err := os.Open(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			cfg := &Config{QemuImg: "qemu-img"}
+			err = cfg.qemuConvert(context.Background(), src, diskformat.Raw, out, target, 1<<20)
+			expectFailure(t, err, importresult.ReasonLimitExceeded, "wrote more than the image's virtual size allows")
+			if st, _ := out.Stat(); st.Size() > 1<<20 {
+				t.Fatalf("the output grew to %d bytes", st.Size())
+			}
+		})
+	}
+}
+
+// How qemu-img failures are classified: by what qemu-img itself says, never
+// by what the image names.
+func TestQemuFailuresAreClassifiedByTheirCause(t *testing.T) {
+	requireSandbox(t)
 	dir := t.TempDir()
-	in, err := os.Create(filepath.Join(dir, "in"))
+	notQcow2 := filepath.Join(dir, "random.qcow2")
+	if err := os.WriteFile(notQcow2, bytes.Repeat([]byte("not an image "), 1<<12), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(notQcow2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	if err := in.Truncate(4 << 20); err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.Create(filepath.Join(dir, "out"))
+	defer f.Close()
+	cfg := &Config{QemuImg: "qemu-img"}
+	expectFailure(t, cfg.qemuCheck(context.Background(), f, diskformat.Qcow2), importresult.ReasonUnsupported, "Image is not in qcow2 format")
+
+	// An extent named like a resource failure is still an image naming
+	// another file, not a reason to retry.
+	vmdk := testimages.FlatExtentVMDK(t, dir, "/Cannot allocate memory")
+	v, err := os.Open(vmdk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer out.Close()
-	sb := &sandbox.Sandbox{Limits: sandbox.Limits{FileSize: 1 << 20}}
-	args := []string{"if=" + sb.Read(in), "of=" + sb.Write(out), "bs=64K"}
-	cfg := &Config{QemuImg: "dd"}
-	_, err = cfg.qemuImg(context.Background(), sb, args...)
-	expectFailure(t, cfg.classify(context.Background(), err, "Converting the image"), importresult.ReasonLimitExceeded, "wrote more than the image's virtual size allows")
-	if st, _ := out.Stat(); st.Size() > 1<<20 {
-		t.Fatalf("the output grew to %d bytes", st.Size())
+	defer v.Close()
+	_, err = cfg.qemuLook(context.Background(), v, diskformat.VMDK)
+	var failure *Failure
+	if !errors.As(err, &failure) || !failure.Permanent {
+		t.Fatalf("got %v; want a permanent failure", err)
 	}
+	t.Logf("%s: %s", failure.Reason, failure.Message)
 }
 
 // A conversion whose output cannot fit the destination is refused before

@@ -63,12 +63,21 @@ func Main() {
 		{unix.RLIMIT_CPU, cpu, cpu + 5},
 		{unix.RLIMIT_DATA, memory, memory},
 		{unix.RLIMIT_FSIZE, size, size},
+		// No core dumps: they would hold image data, written wherever
+		// the node sends them.
+		{unix.RLIMIT_CORE, 0, 0},
 	} {
-		if l.value > 0 {
+		if l.value > 0 || l.resource == unix.RLIMIT_CORE {
 			if err := unix.Setrlimit(l.resource, &unix.Rlimit{Cur: uint64(l.value), Max: uint64(l.max)}); err != nil {
 				fail("setting resource limit %d: %v", l.resource, err)
 			}
 		}
+	}
+	// Only the descriptors handed over pass to the program: not those the
+	// importer itself inherited.
+	last := 2 + len(read) + len(write)
+	if err := unix.CloseRange(uint(last+1), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		fail("closing inherited descriptors: %v", err)
 	}
 	err := syscall.Exec(argv[0], argv, os.Environ())
 	fail("executing %s: %v", argv[0], err)
@@ -89,18 +98,30 @@ func restrictThread(rs []landlock.Rule) error {
 // outputs (read, write, truncate), and what the dynamic loader maps (the
 // program, the shared libraries and the loader's cache).
 func rules(program string, read, write fdList) []landlock.Rule {
+	const (
+		readFile = landlock.AccessFSSet(unix.LANDLOCK_ACCESS_FS_READ_FILE)
+		execute  = landlock.AccessFSSet(unix.LANDLOCK_ACCESS_FS_EXECUTE)
+		// Write, and truncate, which opening for writing often implies.
+		readWrite = landlock.AccessFSSet(unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_TRUNCATE)
+	)
+	interpreter, libraries := loaderFiles(program)
 	rs := []landlock.Rule{
-		landlock.PathAccess(landlock.AccessFSSet(unix.LANDLOCK_ACCESS_FS_EXECUTE|unix.LANDLOCK_ACCESS_FS_READ_FILE), program),
-		landlock.RODirs("/lib", "/lib64", "/usr/lib", "/usr/lib64").IgnoreIfMissing(),
-		landlock.ROFiles("/etc/ld.so.cache").IgnoreIfMissing(),
+		landlock.PathAccess(readFile|execute, program),
+		landlock.PathAccess(readFile, libraries...),
+		// qemu opens /dev/null to probe for OFD locks; it is empty and
+		// a sink.
+		landlock.PathAccess(readWrite, "/dev/null"),
 	}
 	// /proc/self/fd/N resolves to the open file itself: the rule is bound to
 	// that inode, not to its directory.
+	if interpreter != "" {
+		rs = append(rs, landlock.PathAccess(readFile|execute, interpreter))
+	}
 	for _, fd := range read {
-		rs = append(rs, landlock.ROFiles("/proc/self/fd/"+strconv.Itoa(fd)))
+		rs = append(rs, landlock.PathAccess(readFile, "/proc/self/fd/"+strconv.Itoa(fd)))
 	}
 	for _, fd := range write {
-		rs = append(rs, landlock.RWFiles("/proc/self/fd/"+strconv.Itoa(fd)))
+		rs = append(rs, landlock.PathAccess(readWrite, "/proc/self/fd/"+strconv.Itoa(fd)))
 	}
 	return rs
 }

@@ -57,12 +57,27 @@ type Sandbox struct {
 	Landlock bool
 	Limits   Limits
 
-	files []*os.File
-	write []bool
+	files  []*os.File
+	write  []bool
+	reopen []*os.File // read-only descriptors of our own, closed by Close
+	err    error      // of Read
 }
 
-// Read hands f to the program for reading and returns the path it opens it by.
-func (s *Sandbox) Read(f *os.File) string { return s.add(f, false) }
+// Read hands f to the program for reading only, and returns the path it
+// opens it by. The program gets a descriptor of its own, opened read-only:
+// Landlock checks opens, not descriptors, so f's own (read-write, as a
+// staging file's is) must not be handed over. A failure to reopen is
+// returned by Command.
+func (s *Sandbox) Read(f *os.File) string {
+	ro, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		s.err = errors.Join(s.err, fmt.Errorf("reopening %s read-only: %w", f.Name(), err))
+		ro = f // never handed over: Command fails
+	} else {
+		s.reopen = append(s.reopen, ro)
+	}
+	return s.add(ro, false)
+}
 
 // Write hands f to the program for reading, writing and truncating, and
 // returns the path it opens it by.
@@ -73,8 +88,19 @@ func (s *Sandbox) add(f *os.File, write bool) string {
 	return "/dev/fd/" + strconv.Itoa(3+len(s.files)-1)
 }
 
+// Close closes the descriptors Read opened; call it once the program ended.
+func (s *Sandbox) Close() {
+	for _, f := range s.reopen {
+		f.Close()
+	}
+	s.reopen = nil
+}
+
 // Command returns the command that runs program with args in the sandbox.
 func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (*exec.Cmd, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
 	path, err := exec.LookPath(program)
 	if err != nil {
 		return nil, err
@@ -104,11 +130,10 @@ func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (
 	argv = append(append(argv, "--", path), args...)
 	cmd := exec.CommandContext(ctx, launcher, argv...)
 	cmd.ExtraFiles = s.files
-	cmd.Env = append(os.Environ(),
-		// Few malloc arenas: qemu's thread pools must not multiply the
-		// heap it reserves.
-		"MALLOC_ARENA_MAX=2",
-	)
+	// Nothing of the importer's environment: no credentials, no QEMU_*
+	// variables. Few malloc arenas, so that qemu's thread pools do not
+	// multiply the heap it reserves.
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C", "MALLOC_ARENA_MAX=2"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd, nil
 }

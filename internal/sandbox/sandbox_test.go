@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -63,7 +65,7 @@ func TestReadsItsInputAndNothingElse(t *testing.T) {
 	if err != nil || out != "the input\n" {
 		t.Fatalf("reading the input: %q, %v", out, err)
 	}
-	for _, other := range []string{filepath.Join(dir, "secret"), "/etc/passwd", "/proc/self/environ"} {
+	for _, other := range []string{filepath.Join(dir, "secret"), "/etc/passwd", "/proc/self/environ", "/usr/lib/os-release"} {
 		s := &Sandbox{Landlock: true}
 		out, err := run(t, s, "cat", s.Read(input), other)
 		if err == nil || !strings.Contains(out, "Permission denied") || strings.Contains(out, "a secret") {
@@ -163,5 +165,41 @@ func TestRefusesToRunUnconfinedWhenLandlockIsRequired(t *testing.T) {
 	out, err := run(t, &Sandbox{Landlock: true}, "true")
 	if !IsSetupFailure(err) || !bytes.Contains([]byte(out), []byte("no Landlock")) {
 		t.Fatalf("got %q, %v; want a refusal", out, err)
+	}
+}
+
+// The program gets neither the importer's environment nor the descriptors
+// it inherited, and cannot write through its input's descriptor.
+func TestPassesNothingElse(t *testing.T) {
+	requireLandlock(t)
+	t.Setenv("IMPORTER_SECRET", "in the environment")
+	dir := t.TempDir()
+	input := writeFile(t, filepath.Join(dir, "input"), "input\n")
+	leaked := writeFile(t, filepath.Join(dir, "leaked"), "a descriptor the importer holds\n")
+	s := &Sandbox{Landlock: true}
+	in := s.Read(input)
+	cmd, err := s.Command(context.Background(), "bash", "-c",
+		`echo "env: $IMPORTER_SECRET"; read -r line <&100; echo "fd: $line"; echo overwritten >&3; echo overwritten >`+in+`; echo overwritten 1<>`+in+`; true`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A descriptor the importer inherited without close-on-exec (bash's
+	// builtins read it: the sandbox lets it execute nothing else).
+	if _, err := unix.FcntlInt(leaked.Fd(), unix.F_SETFD, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Dup2(int(leaked.Fd()), 100); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(100)
+	out, _ := cmd.CombinedOutput()
+	for _, leak := range []string{"in the environment", "a descriptor the importer holds"} {
+		if strings.Contains(string(out), leak) {
+			t.Errorf("the program saw %q:\n%s", leak, out)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "input")); string(b) != "input\n" {
+		t.Errorf("the program wrote its input: %q", b)
 	}
 }
