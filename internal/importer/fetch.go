@@ -306,6 +306,9 @@ type limited struct {
 }
 
 func (l *limited) Read(p []byte) (int, error) {
+	if l.left < 0 { // again: io.ReadFull drops the error of a read that fills its buffer
+		return 0, errTooLarge
+	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	if l.left < 0 {
