@@ -51,8 +51,11 @@ var (
 	kubectl string
 	srcDir  string // what the source server serves
 	srcURL  string
-	stall   atomic.Bool // the /slow/ files stall mid-stream while set
+	stall   atomic.Bool  // the /slow/ files stall mid-stream while set
+	served  atomic.Int64 // bytes of /slow/ files sent
 )
+
+const managerNamespace = "image-import-system"
 
 func TestMain(m *testing.M) {
 	scheme := runtime.NewScheme()
@@ -72,16 +75,15 @@ func TestMain(m *testing.M) {
 	srcDir, _ = os.MkdirTemp("", "e2e-sources")
 	defer os.RemoveAll(srcDir)
 
+	// The tests serve their sources on a port of their own: a fixed one (the quickstart's 8000,
+	// say) may be a user's server, and an import from it would test the user's files.
 	l, err := net.Listen("tcp", nodeIP+":0")
 	if err != nil {
-		panic(err)
+		fmt.Fprintf(os.Stderr, "cannot serve the test sources on the node address %s (is the local cluster up? 'make test-e2e' brings it up): %v\n", nodeIP, err)
+		os.Exit(1)
 	}
 	srcURL = "http://" + l.Addr().String()
 	go http.Serve(l, http.HandlerFunc(serveSource))
-	// Where config/samples expects its image.
-	if l8000, err := net.Listen("tcp", nodeIP+":8000"); err == nil {
-		go http.Serve(l8000, http.FileServer(http.Dir(srcDir)))
-	}
 	os.Exit(m.Run())
 }
 
@@ -107,7 +109,8 @@ func serveSource(w http.ResponseWriter, r *http.Request) {
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
-		w.Write(data[off:min(off+1<<20, len(data))])
+		n, _ := w.Write(data[off:min(off+1<<20, len(data))])
+		served.Add(int64(n))
 		w.(http.Flusher).Flush()
 		time.Sleep(time.Second)
 	}
@@ -282,6 +285,21 @@ func TestDeletingARunningTaskRemovesItsJobAndPod(t *testing.T) {
 	}, time.Minute).Should(BeTrue())
 }
 
+func managerPods(t *testing.T) []corev1.Pod {
+	t.Helper()
+	var pods corev1.PodList
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(managerNamespace), client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
+		t.Fatal(err)
+	}
+	var live []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
 func TestManagerKilledMidImport(t *testing.T) {
 	g := NewWithT(t)
 	task := newTask("survive-restart", slowSource(t, "restart.raw"), "raw", "raw")
@@ -296,11 +314,30 @@ func TestManagerKilledMidImport(t *testing.T) {
 		g.Expect(got.Status.Progress.BytesTotal).To(Equal(int64(24 << 20)))
 		g.Expect(got.Status.Progress.Percent).NotTo(BeNil())
 	}, time.Minute, time.Second).Should(Succeed())
+	// Hold the import mid-stream while the manager dies and a new one takes over: the new
+	// manager must find the Job running, not finished, and adopt it.
 	stall.Store(true)
 	defer stall.Store(false)
-	out, err := exec.Command(kubectl, "-n", "image-import-system", "delete", "pod", "-l", "control-plane=controller-manager",
-		"--grace-period=0", "--force").CombinedOutput()
+	old := managerPods(t)
+	g.Expect(old).To(HaveLen(1))
+	out, err := exec.Command(kubectl, "-n", managerNamespace, "delete", "pod", old[0].Name, "--grace-period=0", "--force").CombinedOutput()
 	g.Expect(err).NotTo(HaveOccurred(), string(out))
+	held := served.Load() // at most the chunk in flight when the stall began comes after
+	g.Eventually(func(g Gomega) {
+		pods := managerPods(t)
+		g.Expect(pods).To(HaveLen(1))
+		g.Expect(pods[0].Name).NotTo(Equal(old[0].Name))
+		g.Expect(pods[0].Status.Conditions).To(ContainElement(And(
+			HaveField("Type", corev1.PodReady), HaveField("Status", corev1.ConditionTrue))))
+	}, 45*time.Second, 500*time.Millisecond).Should(Succeed(), "a new manager runs")
+	g.Expect(served.Load()).To(BeNumerically("<=", held+1<<20), "the source stalled while the manager restarted")
+	g.Expect(served.Load()).To(BeNumerically("<", 24<<20), "the import is still under way")
+	mid := &tasksv1.ImageImportTask{}
+	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(task), mid)).To(Succeed())
+	g.Expect(mid.Status.Status).To(Equal(tasksv1.TaskProcessing))
+	jobs := jobsOf(t, task)
+	g.Expect(jobs).To(HaveLen(1))
+	g.Expect(jobs[0].Status.Active).To(Equal(int32(1)), "the Job still runs its pod")
 	stall.Store(false)
 	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
 	g.Expect(jobsOf(t, task)).To(HaveLen(1), "the new manager adopted the Job")
@@ -351,16 +388,27 @@ func TestNetworkStaysOnTheMachine(t *testing.T) {
 	}
 }
 
-// TestTheSampleWorks applies config/samples as a user would, with its image
-// served where the sample says.
+// TestTheSampleWorks applies config/samples as a user would, its image served
+// by the test: the sample's URL (the quickstart's server on port 8000) becomes
+// the test's own server, so a user's server there plays no part.
 func TestTheSampleWorks(t *testing.T) {
 	g := NewWithT(t)
 	testimages.QemuImg(t, "create", "-f", "qcow2", filepath.Join(srcDir, "cirros.qcow2"), "64M")
+	sample, err := os.ReadFile(filepath.Join(root, "config/samples/tasks_v1alpha1_imageimporttask.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	const sampleURL = "http://" + nodeIP + ":8000/cirros.qcow2"
+	g.Expect(string(sample)).To(ContainSubstring("importFrom: "+sampleURL), "the sample no longer imports what this test serves")
+	manifest := strings.Replace(string(sample), sampleURL, srcURL+"/cirros.qcow2", 1)
 	task := &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "cirros", Namespace: namespace}}
 	k8s.Delete(context.Background(), task)
 	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
 	g.Eventually(func() error {
-		return exec.Command(kubectl, "-n", namespace, "apply", "-f", filepath.Join(root, "config/samples/tasks_v1alpha1_imageimporttask.yaml")).Run()
+		apply := exec.Command(kubectl, "-n", namespace, "apply", "-f", "-")
+		apply.Stdin = strings.NewReader(manifest)
+		if out, err := apply.CombinedOutput(); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
 	}, 30*time.Second).Should(Succeed())
 	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
 	g.Expect(got.Status.Image.VirtualSize).To(Equal(int64(64 << 20)))
