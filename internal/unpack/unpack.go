@@ -199,14 +199,20 @@ func (s *stream) copyDisk(w io.Writer, r io.Reader, classify func(error) error) 
 	return err
 }
 
-// bounded fails, rather than stops, when the disk image outgrows a limit.
+// bounded fails, rather than stops, when the disk image outgrows a limit,
+// and keeps failing: io.ReadFull drops the error of a read that fills its
+// buffer, so the next read must fail too.
 type bounded struct {
 	r        io.Reader
 	s        *stream
 	classify func(error) error
+	refusal  error
 }
 
 func (b *bounded) Read(p []byte) (int, error) {
+	if b.refusal != nil {
+		return 0, b.refusal
+	}
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
 		err = b.classify(err)
@@ -216,12 +222,14 @@ func (b *bounded) Read(p []byte) (int, error) {
 	s.rep.Size = s.out
 	switch {
 	case s.opt.MaxSize > 0 && s.out > s.opt.MaxSize:
-		return n, refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
+		b.refusal = refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
 	case s.opt.MaxRatio > 0 && s.out > RatioGrace && s.out > s.opt.MaxRatio*s.src.n:
-		return n, refuse(Bomb, nil, "The source unpacks to more than %d times its size (%d bytes from the first %d), the limit of --max-decompression-ratio: a decompression bomb is refused",
+		b.refusal = refuse(Bomb, nil, "The source unpacks to more than %d times its size (%d bytes from the first %d), the limit of --max-decompression-ratio: a decompression bomb is refused",
 			s.opt.MaxRatio, s.out, s.src.n)
+	default:
+		return n, err
 	}
-	return n, err
+	return n, b.refusal
 }
 
 // blame returns err as it is when it is a refusal, the source's error when
