@@ -41,7 +41,6 @@ func taskOf(t *tasksv1.ImageImportTask) task {
 		typ:       firstNonEmpty(a[annotationType], string(t.Spec.Type)),
 		status:    firstNonEmpty(string(t.Status.Status), string(tasksv1.TaskPending)),
 		owner:     a[annotationOwner],
-		message:   t.Status.Message,
 		input:     rawJSON(a[annotationInput]),
 		requestID: a[annotationRequestID],
 		userID:    a[annotationUserID],
@@ -57,6 +56,11 @@ func taskOf(t *tasksv1.ImageImportTask) task {
 	if t.Status.ExpiresAt != nil {
 		e := t.Status.ExpiresAt.Time
 		v.expiresAt = &e
+	}
+	// Glance says why a task failed, and nothing while it runs: the
+	// operator's explanations of a waiting task are for kubectl users.
+	if t.Status.Status == tasksv1.TaskFailure {
+		v.message = t.Status.Message
 	}
 	if t.Status.Status == tasksv1.TaskSuccess && t.Status.Result != nil {
 		v.imageID = t.Status.Result.ImageID
