@@ -17,7 +17,9 @@ const TaskTypeImport TaskType = "import"
 // +kubebuilder:validation:Enum=ami;ari;aki;vhd;vhdx;vmdk;raw;qcow2;vdi;iso;ploop
 type DiskFormat string
 
-// ContainerFormat is a Glance image container format.
+// ContainerFormat is a Glance image container format. The importer unpacks
+// ova (a tar holding an OVF descriptor and the disk); with any other value
+// the source is the disk itself.
 // +kubebuilder:validation:Enum=ami;ari;aki;bare;ovf;ova;docker;compressed
 type ContainerFormat string
 
@@ -90,7 +92,11 @@ type ImageImportTaskSpec struct {
 // is accepted and then fails with Glance's message ("Input does not contain
 // 'import_from_format' field"), so Glance callers see what they expect.
 type TaskInput struct {
-	// importFrom is the http or https URL of the image.
+	// importFrom is the http or https URL of the image. A source compressed
+	// with gzip, xz, zstd or bzip2 (told by its bytes, not its name: .raw.xz,
+	// .qcow2.gz, .img.zst) is decompressed while it downloads; one level of
+	// compression only, and never to more than the importer's maximum image
+	// size or decompression ratio.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
@@ -99,8 +105,9 @@ type TaskInput struct {
 	// +kubebuilder:validation:XValidation:rule="!isURL(self) || !(url(self).getScheme() in ['http', 'https']) || url(self).getHostname() != ''",message="input.importFrom must name a host"
 	ImportFrom string `json:"importFrom"`
 
-	// importFromFormat is the declared format of the source. The importer
-	// refuses a source whose bytes are another format.
+	// importFromFormat is the declared format of the source, once
+	// decompressed (the disk's format, for an OVA). The importer refuses a
+	// source whose bytes are another format.
 	// +optional
 	ImportFromFormat DiskFormat `json:"importFromFormat,omitempty"`
 
@@ -116,7 +123,12 @@ type ImageProperties struct {
 	// +required
 	DiskFormat DiskFormat `json:"diskFormat"`
 
-	// containerFormat is the Glance container format of the image.
+	// containerFormat is the Glance container format of the image. With ova,
+	// the source is an OVA: a tar whose first entry is the OVF descriptor
+	// (as the OVF specification, DSP0243, requires) and that holds the one
+	// disk the descriptor references; the importer streams that disk out of
+	// the tar, writes nothing else, and refuses OVAs with several disks or
+	// none, and entries that are links, devices or paths outside the archive.
 	// +required
 	ContainerFormat ContainerFormat `json:"containerFormat"`
 
