@@ -41,9 +41,27 @@ spec:
   volumeName: image-store
   resources: {requests: {storage: 100Gi}}
 YAML
-# A new image under the same tag needs new pods.
-kubectl_ -n image-import-system rollout restart deployment/image-import-controller-manager deployment/image-import-glance-shim >/dev/null
-kubectl_ -n image-import-system rollout status deployment/image-import-controller-manager --timeout=180s >/dev/null
-kubectl_ -n image-import-system rollout status deployment/image-import-glance-shim --timeout=180s >/dev/null
+# New pods when an image changed under its tag since the last rollout (pods keep the image they
+# started with), or when the deployments are not all ready (pods that could not start while their
+# images were missing, say). Otherwise leave running pods alone: make run runs again quickly.
+deployments=(image-import-controller-manager image-import-glance-shim)
+images=$(ctr_ images ls | awk '$1 ~ /^localhost\/imageimport\/(manager|glance-shim):/ {print $1, $3}' | sort)
+ready=true
+for d in "${deployments[@]}"; do
+  IFS=/ read -r want have updated ready_ unavailable < <(kubectl_ -n image-import-system get deployment "$d" \
+    -o jsonpath='{.spec.replicas}/{.status.replicas}/{.status.updatedReplicas}/{.status.readyReplicas}/{.status.unavailableReplicas}{"\n"}') || true
+  [[ -n $want && $have == "$want" && $updated == "$want" && $ready_ == "$want" && -z $unavailable ]] || ready=false
+done
+if [[ $ready != true || ! -f $STATE/deployed-images || $(cat "$STATE/deployed-images") != "$images" ]]; then
+  rm -f "$STATE/deployed-images"
+  kubectl_ -n image-import-system rollout restart "${deployments[@]/#/deployment/}" >/dev/null
+  echo "restarted the operator and the Glance shim"
+fi
+for d in "${deployments[@]}"; do
+  kubectl_ -n image-import-system rollout status "deployment/$d" --timeout=180s >/dev/null
+done
 for _ in $(seq 100); do curl -fs http://127.0.0.1:9292/versions >/dev/null && break; sleep 0.3; done
+curl -fsS http://127.0.0.1:9292/versions >/dev/null ||
+  { echo "the Glance shim does not answer on 127.0.0.1:9292: kubectl -n image-import-system logs deployment/image-import-glance-shim"; exit 1; }
+printf '%s\n' "$images" >"$STATE/deployed-images"
 echo "operator and Glance shim deployed; images are stored in $STORE"

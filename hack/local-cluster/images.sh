@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Builds the manager, glance-shim, importer and pause images locally, with no registry and no
 # Docker: static Go binaries in FROM-scratch layers; the importer also gets qemu-img, prlimit and
-# the shared libraries they load. Imports them into the cluster's containerd when it runs.
+# the shared libraries they load. Imports those that changed, or that containerd lost, into the
+# cluster's containerd when it runs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$IMAGES"
 build=$(mktemp -d); trap 'rm -rf "$build"' EXIT
 
 for cmd in manager glance-shim importer; do
-  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$build/$cmd" "./cmd/$cmd")
+  (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-s -o "$build/$cmd" "./cmd/$cmd")
 done
-(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$build/pause" ./hack/local-cluster/pause)
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-s -o "$build/pause" ./hack/local-cluster/pause)
 
 base() { # a root filesystem with a non-root user and /tmp
   local root=$1
@@ -37,7 +38,7 @@ for cmd in manager glance-shim pause; do
 done
 image manager localhost/imageimport/manager:dev /manager
 image glance-shim localhost/imageimport/glance-shim:dev /glance-shim
-image pause docker.io/local/pause:v1 /pause
+image pause "$PAUSE_IMAGE" /pause
 
 root=$build/importer.rootfs
 base "$root"
@@ -48,6 +49,5 @@ with_libs "$(command -v prlimit)" /usr/bin/prlimit "$root"
 image importer localhost/imageimport/importer:dev /usr/local/bin/importer
 
 if [[ -S $CTRD_SOCK ]] && ctr -a "$CTRD_SOCK" version >/dev/null 2>&1; then
-  for tar in "$IMAGES"/*.tar; do ctr_ images import "$tar" >/dev/null; done
-  echo "imported the images into containerd"
+  import_images
 fi

@@ -23,6 +23,21 @@ start() { # name command...
   echo $! >"$STATE/$name.pid"
 }
 
+# Writes a component's configuration from stdin; a component that runs with another
+# configuration is stopped here, to be started again below with this one.
+config() { # file component
+  local file=$1 name=$2 content; content=$(cat)
+  [[ -f $file && $(cat "$file") == "$content" ]] && return 0
+  printf '%s\n' "$content" >"$file"
+  running "$name" || return 0
+  echo "restarting $name: its configuration changed"
+  local pid; pid=$(cat "$STATE/$name.pid")
+  kill "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$STATE/$name.pid"
+}
+
 network() {
   ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type bridge
   # Never `cmd | grep -q` under pipefail: grep exits at the first match, cmd may get SIGPIPE and the
@@ -38,14 +53,14 @@ network() {
 }
 
 configs() {
-  cat >"$STATE/containerd.toml" <<TOML
+  config "$STATE/containerd.toml" containerd <<TOML
 version = 2
 root = "$STATE/containerd/root"
 state = "$STATE/containerd/state"
 [grpc]
   address = "$CTRD_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "docker.io/local/pause:v1"
+  sandbox_image = "$PAUSE_IMAGE"
   enable_selinux = false
   restrict_oom_score_adj = true
   disable_apparmor = true
@@ -67,7 +82,7 @@ TOML
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$STATE/cni/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
-  cat >"$STATE/kubelet.yaml" <<YAML
+  config "$STATE/kubelet.yaml" kubelet <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -85,14 +100,24 @@ clusterDNS: []
 resolvConf: /etc/resolv.conf
 podLogsDir: $STATE/pod-logs
 localStorageCapacityIsolation: true
+# Our images come from no registry: an image the kubelet deletes cannot come back until the next
+# make run. Disk pressure makes the eviction manager delete every unused image whatever
+# imageGCHighThresholdPercent says; imageMinimumGCAge holds for that reclaim too, so no image is
+# ever old enough. (Pinning, which images.sh also does, needs containerd >= 1.7; Debian's 1.6
+# does not report it.)
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}
+imageMinimumGCAge: 876000h
+# A development machine's disk holds everything else too, and is often fuller than the kubelet's
+# default thresholds (10 %, 15 %): evict only when about to run out, early enough that etcd can
+# still write, and let pods schedule again 30 s after space is freed (not 5 minutes).
+evictionHard: {memory.available: "100Mi", nodefs.available: "1Gi", imagefs.available: "1Gi", nodefs.inodesFree: "1%", imagefs.inodesFree: "1%"}
+evictionPressureTransitionPeriod: 30s
 syncFrequency: 10s
 nodeStatusUpdateFrequency: 5s
 maxPods: 60
 YAML
-  cat >"$STATE/kube-proxy.yaml" <<YAML
+  config "$STATE/kube-proxy.yaml" kube-proxy <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $STATE/kube-proxy.kubeconfig}
@@ -113,7 +138,7 @@ if ! ctr -a "$CTRD_SOCK" version >/dev/null 2>&1; then
   start containerd containerd --config "$STATE/containerd.toml"
   for _ in $(seq 100); do ctr -a "$CTRD_SOCK" version >/dev/null 2>&1 && break; sleep 0.1; done
 fi
-for tar in "$IMAGES"/*.tar; do [[ -f $tar ]] && ctr_ images import "$tar" >/dev/null; done
+import_images   # before the kubelet starts pods: the sandbox image first of all
 
 start etcd "$K8S_BIN/etcd" --name local --data-dir "$STATE/etcd" \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
@@ -139,11 +164,14 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" --kubeconfig="$
 start kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig="$STATE/scheduler.kubeconfig" \
   --authentication-kubeconfig="$STATE/scheduler.kubeconfig" --authorization-kubeconfig="$STATE/scheduler.kubeconfig" \
   --leader-elect=false --bind-address=127.0.0.1 --profiling=false
+# A kubelet that runs already needs a recent heartbeat only (the node controller's grace period
+# is 40 s); one started now needs one from this run (etcd keeps an old Ready=True across restarts).
+running kubelet && t0iso=$(date -u -d '-40 sec' +%Y-%m-%dT%H:%M:%SZ)
 start kubelet "$K8S_BIN/kubelet" --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet-client.kubeconfig" \
   --root-dir="$STATE/kubelet" --hostname-override="$NODE" --node-ip="$NODE_IP" -v=1
 start kube-proxy "$K8S_BIN/kube-proxy" --config="$STATE/kube-proxy.yaml" -v=1
 
-# Ready, with a heartbeat from this kubelet run (etcd keeps an old Ready=True across restarts).
+# Ready, with a heartbeat from this kubelet run.
 for _ in $(seq 600); do
   r=$(kubectl_ get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}' 2>/dev/null || true)
   if [[ ${r%% *} == True && ! ${r#* } < $t0iso ]]; then
