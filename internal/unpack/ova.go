@@ -83,15 +83,12 @@ func (s *stream) ova(w io.Writer, r io.Reader) error {
 		case name == desc.href:
 			found = true
 			in := bufio.NewReaderSize(tr, 64<<10)
-			body, closeBody, err := s.decompress(in, in, "disk "+ova.Entry+" of the OVA")
+			body, err := s.decompress(in, in, "disk "+ova.Entry+" of the OVA")
 			if err != nil {
 				return err
 			}
 			if err := s.copyDisk(w, body, s.tarError); err != nil {
 				return err
-			}
-			if err := closeBody(); err != nil {
-				return s.tarError(err)
 			}
 		case strings.EqualFold(path.Ext(name), ".ovf"):
 			return refuse(Invalid, nil, "The OVA holds a second OVF descriptor, %q", cut(name, 128))

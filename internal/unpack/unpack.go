@@ -116,23 +116,26 @@ func Stream(r io.Reader, w io.Writer, opt Options) (Report, error) {
 	src := &source{r: r}
 	s := &stream{opt: opt, src: src}
 	err := s.run(w)
-	s.rep.SourceSize = src.n
-	if err == nil && s.rep.Compression == "" {
-		s.rep.CompressedSize, s.rep.UncompressedSize = 0, 0
+	for _, c := range s.closers { // a decoder's goroutines end, whatever happened
+		if e := c(); err == nil {
+			err = s.blame(e)
+		}
 	}
+	s.rep.SourceSize = src.n
 	return s.rep, err
 }
 
 type stream struct {
-	opt Options
-	src *source
-	rep Report
-	out int64 // disk image bytes written
+	opt     Options
+	src     *source
+	rep     Report
+	out     int64          // disk image bytes written
+	closers []func() error // of the decoders
 }
 
 func (s *stream) run(w io.Writer) error {
 	in := bufio.NewReaderSize(s.src, 64<<10)
-	body, closeBody, err := s.decompress(in, in, "source")
+	body, err := s.decompress(in, in, "source")
 	if err != nil {
 		return err
 	}
@@ -140,9 +143,6 @@ func (s *stream) run(w io.Writer) error {
 		err = s.copyDisk(w, body, s.blame)
 	} else {
 		err = s.ova(w, body)
-	}
-	if err == nil {
-		err = closeBody()
 	}
 	if err != nil {
 		return s.blame(err)
@@ -158,38 +158,38 @@ func (s *stream) run(w io.Writer) error {
 // decompress returns the stream r decompressed when peek shows that it is
 // compressed, and r itself otherwise. Only one level is decompressed: what
 // was already decompressed may not be compressed again.
-func (s *stream) decompress(peek *bufio.Reader, r io.Reader, what string) (io.Reader, func() error, error) {
+func (s *stream) decompress(peek *bufio.Reader, r io.Reader, what string) (io.Reader, error) {
 	head, err := peek.Peek(magicLen)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
-		return nil, nil, s.blame(err)
+		return nil, s.blame(err)
 	}
 	c := detect(head)
 	if c == nil {
-		return r, func() error { return nil }, nil
+		return r, nil
 	}
 	if s.rep.Compression != "" {
-		return nil, nil, refuse(Nested, nil, "The %s stream holds %s compressed data: only one level of compression is unpacked", s.rep.Compression, c.name)
+		return nil, refuse(Nested, nil, "The %s stream holds %s compressed data: only one level of compression is unpacked", s.rep.Compression, c.name)
 	}
 	s.rep.Compression = c.name
 	compressed := &counter{r: r}
 	dec, err := c.open(compressed)
 	if err != nil {
-		return nil, nil, s.corrupt(err)
+		return nil, s.corrupt(err)
 	}
 	out := &counter{r: &decoded{r: dec, s: s}}
+	s.closers = append(s.closers, func() error {
+		s.rep.CompressedSize, s.rep.UncompressedSize = compressed.n, out.n
+		return dec.Close()
+	})
 	dr := bufio.NewReaderSize(out, 64<<10)
 	next, err := dr.Peek(magicLen)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, s.blame(err)
+		return nil, s.blame(err)
 	}
 	if inner := detect(next); inner != nil {
-		return nil, nil, refuse(Nested, nil, "The %s %s holds %s compressed data: only one level of compression is unpacked", c.name, what, inner.name)
+		return nil, refuse(Nested, nil, "The %s %s holds %s compressed data: only one level of compression is unpacked", c.name, what, inner.name)
 	}
-	closeFn := func() error {
-		s.rep.CompressedSize, s.rep.UncompressedSize = compressed.n, out.n
-		return dec.Close()
-	}
-	return dr, closeFn, nil
+	return dr, nil
 }
 
 // copyDisk writes the disk image r to w, within the limits. classify
