@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the manager, glance-shim, importer and pause images locally, with no registry and no
-# Docker: static Go binaries in FROM-scratch layers; the importer also gets qemu-img, prlimit and
-# the shared libraries they load. Imports those that changed, or that containerd lost, into the
+# Docker: static Go binaries in FROM-scratch layers; the importer also gets qemu-img and
+# the shared libraries it loads. Imports those that changed, or that containerd lost, into the
 # cluster's containerd when it runs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -44,7 +44,6 @@ root=$build/importer.rootfs
 base "$root"
 install -D -m 0755 "$build/importer" "$root/usr/local/bin/importer"
 with_libs "$(command -v qemu-img)" /usr/bin/qemu-img "$root"
-with_libs "$(command -v prlimit)" /usr/bin/prlimit "$root"
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 image importer localhost/imageimport/importer:dev /usr/local/bin/importer
 

@@ -13,7 +13,6 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v bc >/dev/null || missing+=(bc)
 command -v qemu-img >/dev/null || missing+=(qemu-utils)
-command -v prlimit >/dev/null || missing+=(util-linux)
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "Installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
