@@ -134,7 +134,7 @@ func applyOutcome(t *tasksv1.ImageImportTask, o observation, out outcome, now ti
 	if o.job != nil {
 		st.JobName = o.job.Name
 		st.StartTime = o.job.Status.StartTime
-		st.Attempts = o.job.Status.Failed + o.job.Status.Succeeded + o.job.Status.Active
+		st.Attempts = max(st.Attempts, attempts(o))
 	}
 	var taken []transition
 	for _, to := range path(st.Status, out.status) {
@@ -260,6 +260,21 @@ func phase(s tasksv1.TaskStatus) string {
 // finishedCondition is the Job's Complete or Failed condition. Since
 // Kubernetes 1.31 SuccessCriteriaMet and FailureTarget come first, while
 // pods still terminate: they are not the end yet.
+// attempts counts the importer pods a Job ran: those it counted, those
+// running, and those that ended but are not counted yet (the Job controller
+// counts a pod in two status updates); at least one when a pod left a result.
+func attempts(o observation) int32 {
+	st := o.job.Status
+	n := st.Failed + st.Succeeded + st.Active
+	if u := st.UncountedTerminatedPods; u != nil {
+		n += int32(len(u.Failed) + len(u.Succeeded))
+	}
+	if o.result != nil || o.podMessage != "" {
+		n = max(n, 1)
+	}
+	return n
+}
+
 func finishedCondition(job *batchv1.Job) *batchv1.JobCondition {
 	for i := range job.Status.Conditions {
 		c := &job.Status.Conditions[i]

@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
@@ -138,6 +139,29 @@ func TestApplyOutcome(t *testing.T) {
 	before := task.Status.DeepCopy()
 	g.Expect(applyOutcome(task, failed(tasksv1.ReasonJobDeleted, "gone"), outcome{tasksv1.TaskFailure, tasksv1.ReasonJobDeleted, "gone"}, now.Add(time.Hour), time.Hour)).To(BeEmpty())
 	g.Expect(&task.Status).To(Equal(before))
+}
+
+// A Job seen failed before it counted its pod still ran one attempt: the
+// task says so, and a finished task never changes again to correct it.
+func TestAttemptsCountAPodNotYetCounted(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for name, edit := range map[string]func(*batchv1.Job, *observation){
+		"uncounted": func(j *batchv1.Job, _ *observation) {
+			j.Status.UncountedTerminatedPods = &batchv1.UncountedTerminatedPods{Failed: []types.UID{"pod"}}
+		},
+		"a result": func(_ *batchv1.Job, o *observation) {
+			o.result = &importresult.Result{Reason: importresult.ReasonUnsafeImage, Error: "Refused an unsafe vmdk image."}
+		},
+	} {
+		task := sampleTask("ns", name)
+		job := jobWith(0, 0, batchv1.JobFailed)
+		obs := observation{job: job}
+		edit(job, &obs)
+		applyOutcome(task, obs, observe(task, obs), now, time.Hour)
+		g.Expect(task.Status.Status).To(Equal(tasksv1.TaskFailure), name)
+		g.Expect(task.Status.Attempts).To(Equal(int32(1)), name)
+	}
 }
 
 func TestTruncateKeepsUTF8(t *testing.T) {
