@@ -139,6 +139,7 @@ func TestFailures(t *testing.T) {
 		jobReason: batchv1.JobReasonDeadlineExceeded,
 		reason:    tasksv1.ReasonDeadlineExceeded,
 		message:   "The import did not finish within 3600 seconds.",
+		attempts:  1, // the pod the deadline killed ran (the task was processing)
 	}, {
 		name:     "complete without an image",
 		pods:     []int32{0},
