@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Compressed sources: the importer (download, decompress, inspect, convert,
+# store, in one pass while the bytes stream) against the sequential way,
+# `curl | xz -d > f && qemu-img convert`, in one run on this machine, over
+# loopback HTTP, on a cloud-like image: 2 GiB of virtual disk holding
+# about 700 MiB of data (a tar of /usr/lib), the rest zeros.
+#
+#   qcow2.{xz,zst,gz} -> raw:  curl | DEC > f.qcow2 && qemu-img convert -O raw   vs  importer
+#   raw.{xz,zst}      -> raw:  curl | DEC > f.raw (sparse)                        vs  importer
+#
+# DEC is xz -d, zstd -d, and pigz -d (gzip -d without pigz). The importer
+# does more than the baseline: it hashes the stored image (md5 and sha512,
+# Glance's checksum and os_hash_value) and syncs it to disk; the "same work"
+# column adds `md5sum & sha512sum; sync` to the baseline. The uncompressed
+# qcow2 row is the importer without unpacking, for reference. Prints
+# seconds, the ratios baseline/importer (> 1: the importer is faster) and
+# the importer's peak RSS. Asserts nothing. Removes its files when done.
+#
+# Usage: bench/unpack.sh [DATA_MIB] [VIRTUAL_GIB]   (default 700 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA_MIB=${1:-700}
+VIRTUAL_GIB=${2:-2}
+WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/unpack-bench.XXXXXX)}
+SERVER=
+trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/src" "$WORK/out"
+GZ=gzip
+command -v pigz >/dev/null && GZ=pigz
+
+go build -o "$WORK/importer" ./cmd/importer
+go build -o "$WORK/fileserver" ./bench/fileserver
+
+echo "Making a ${VIRTUAL_GIB} GiB image with ${DATA_MIB} MiB of data, as qcow2 and raw, compressed (this takes a while)..."
+tar cf - -C /usr/lib . 2>/dev/null | head -c "$((DATA_MIB << 20))" > "$WORK/src/disk.raw" || true
+truncate -s "${VIRTUAL_GIB}G" "$WORK/src/disk.raw"
+qemu-img convert -f raw -O qcow2 "$WORK/src/disk.raw" "$WORK/src/disk.qcow2"
+# Compression levels that keep the set-up short; decompression speed
+# hardly depends on them. -T0 as distributions do (xz: independent blocks).
+xz -T0 -3 -k -c "$WORK/src/disk.qcow2" > "$WORK/src/disk.qcow2.xz"
+xz -T0 -3 -k -c "$WORK/src/disk.raw" > "$WORK/src/disk.raw.xz"
+zstd -q -T0 -10 -c "$WORK/src/disk.qcow2" > "$WORK/src/disk.qcow2.zst"
+zstd -q -T0 -10 -c "$WORK/src/disk.raw" > "$WORK/src/disk.raw.zst"
+$GZ -6 -c "$WORK/src/disk.qcow2" > "$WORK/src/disk.qcow2.gz"
+rm "$WORK/src/disk.raw"
+ls -l "$WORK/src"
+
+"$WORK/fileserver" -dir "$WORK/src" > "$WORK/addr" &
+SERVER=$!
+for _ in $(seq 50); do [[ -s $WORK/addr ]] && break; sleep 0.1; done
+ADDR=$(cat "$WORK/addr")
+PORT=${ADDR##*:}
+
+seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+drop() { rm -f "$WORK"/out/* "$WORK"/out/.??* 2>/dev/null || true; sync; }
+importer() {
+  "$WORK/importer" --source="http://$ADDR/$1" --source-format="$2" --target-format=raw \
+    --dest="$WORK/out" --scratch-dir="$WORK/out" --image-id=bench --result-file="$WORK/result.json" \
+    --allowed-hosts=127.0.0.1 --allowed-ports="$PORT" 2>"$WORK/stderr"
+}
+rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.0f", $1/1048576}'; }
+sequential() { # FILE DECOMPRESSOR FORMAT
+  local fetch="curl -sS 'http://$ADDR/$1' | $2 -d"
+  [[ $2 == cat ]] && fetch="curl -sS 'http://$ADDR/$1'"
+  if [[ $3 == qcow2 ]]; then
+    bash -c "set -o pipefail; $fetch > '$WORK/out/f.qcow2' && qemu-img convert -f qcow2 -O raw '$WORK/out/f.qcow2' '$WORK/out/f.raw'"
+  else
+    bash -c "set -o pipefail; $fetch > '$WORK/out/f.raw'"
+  fi
+}
+same_work() { # the baseline, then the stored image's md5 and sha512 and a sync, as the importer does
+  sequential "$@" || return
+  md5sum "$WORK/out/f.raw" >/dev/null &
+  local md5=$!
+  sha512sum "$WORK/out/f.raw" >/dev/null
+  wait $md5
+  sync
+}
+
+# Warm the page cache of the sources so every run reads them alike.
+cat "$WORK"/src/* > /dev/null
+
+printf '\n%-16s %-37s %8s %9s %8s %6s %6s %9s\n' "source -> raw" "baseline" "baseline" "same work" "importer" "ratio" "same" "peak RSS"
+for row in "disk.qcow2.xz xz qcow2" "disk.qcow2.zst zstd qcow2" "disk.qcow2.gz $GZ qcow2" "disk.raw.xz xz raw" "disk.raw.zst zstd raw" "disk.qcow2 cat qcow2"; do
+  read -r file dec format <<<"$row"
+  drop; t_seq=$(seconds sequential "$file" "$dec" "$format")
+  drop; t_same=$(seconds same_work "$file" "$dec" "$format")
+  drop; t_imp=$(seconds importer "$file" "$format")
+  [[ $(sed -n 's/.*"error":"\([^"]*\)".*/\1/p' "$WORK/result.json") == "" ]] || { echo "importer failed: $(cat "$WORK/result.json")"; exit 1; }
+  base="curl | $dec -d > f"
+  [[ $dec == cat ]] && base="curl -o f"
+  [[ $format == qcow2 ]] && base="$base && qemu-img convert"
+  printf '%-16s %-37s %7.1fs %8.1fs %7.1fs %6.2f %6.2f %5s MiB\n' "$file" "$base" "$t_seq" "$t_same" "$t_imp" \
+    "$(echo "$t_seq / $t_imp" | bc -l)" "$(echo "$t_same / $t_imp" | bc -l)" "$(rss_mib)"
+done
+drop
+echo
+echo "ratio = baseline / importer, same = same work / importer (> 1: the importer is faster). $(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)."
