@@ -208,8 +208,28 @@ func finish(t *tasksv1.ImageImportTask, o observation, now time.Time, ttl time.D
 		OSHashValue:     r.OSHashValue,
 		SourceFormat:    r.SourceFormat,
 		DiskFormat:      r.DiskFormat,
-		ContainerFormat: string(t.Spec.Input.ImageProperties.ContainerFormat),
+		ContainerFormat: storedContainerFormat(t, r),
 		Location:        o.storeLocation,
+		Unpacked:        unpackedSource(r.Unpacked),
+	}
+}
+
+// storedContainerFormat is the task's container format, but bare for the
+// disk an OVA held: the OVA is not what was stored.
+func storedContainerFormat(t *tasksv1.ImageImportTask, r *importresult.Result) string {
+	if r.Unpacked != nil && r.Unpacked.OVAEntry != "" {
+		return "bare"
+	}
+	return string(t.Spec.Input.ImageProperties.ContainerFormat)
+}
+
+func unpackedSource(u *importresult.Unpacked) *tasksv1.UnpackedSource {
+	if u == nil {
+		return nil
+	}
+	return &tasksv1.UnpackedSource{
+		Compression: u.Compression, CompressedSize: u.CompressedSize, UncompressedSize: u.UncompressedSize,
+		OVAEntry: u.OVAEntry, OVFName: u.OVFName, OVFProduct: u.OVFProduct, OVFVendor: u.OVFVendor, OVFVersion: u.OVFVersion,
 	}
 }
 

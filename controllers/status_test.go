@@ -141,6 +141,22 @@ func TestApplyOutcome(t *testing.T) {
 	g.Expect(&task.Status).To(Equal(before))
 }
 
+// What a compressed OVA held reaches the task's status; the stored image
+// is the disk, so its container format is bare, as in Glance.
+func TestUnpackedSourceInTheStatus(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	task := sampleTask("ns", "ova")
+	task.Spec.Input.ImageProperties.ContainerFormat = "ova"
+	job := jobWith(0, 0, batchv1.JobComplete)
+	obs := observation{job: job, result: &importresult.Result{ImageID: "img", Size: 10, DiskFormat: "raw", Unpacked: &importresult.Unpacked{
+		Compression: "xz", CompressedSize: 4, UncompressedSize: 20, DiskSize: 12, OVAEntry: "disk1.vmdk", OVFName: "appliance", OVFProduct: "Appliance OS"}}}
+	applyOutcome(task, obs, observe(task, obs), now, time.Hour)
+	g.Expect(task.Status.Image.ContainerFormat).To(Equal("bare"))
+	g.Expect(task.Status.Image.Unpacked).To(Equal(&tasksv1.UnpackedSource{
+		Compression: "xz", CompressedSize: 4, UncompressedSize: 20, OVAEntry: "disk1.vmdk", OVFName: "appliance", OVFProduct: "Appliance OS"}))
+}
+
 // A Job seen failed before it counted its pod still ran one attempt: the
 // task says so, and a finished task never changes again to correct it.
 func TestAttemptsCountAPodNotYetCounted(t *testing.T) {

@@ -332,12 +332,46 @@ type ImageInfo struct {
 	// diskFormat is the stored format.
 	// +optional
 	DiskFormat string `json:"diskFormat,omitempty"`
-	// containerFormat is the stored container format.
+	// containerFormat is the stored container format: bare for the disk
+	// taken out of an OVA, as Glance stores it.
 	// +optional
 	ContainerFormat string `json:"containerFormat,omitempty"`
 	// location of the image in the store.
 	// +optional
 	Location string `json:"location,omitempty"`
+	// unpacked says what the importer took out of a compressed source or
+	// an OVA; absent when the source was the disk image itself.
+	// +optional
+	Unpacked *UnpackedSource `json:"unpacked,omitempty"`
+}
+
+// UnpackedSource is what a compressed source or an OVA held.
+type UnpackedSource struct {
+	// compression of the source, detected from its bytes: gzip, xz, zstd
+	// or bzip2.
+	// +optional
+	Compression string `json:"compression,omitempty"`
+	// compressedSize is the bytes of the compressed stream.
+	// +optional
+	CompressedSize int64 `json:"compressedSize,omitempty"`
+	// uncompressedSize is the bytes it decompressed to.
+	// +optional
+	UncompressedSize int64 `json:"uncompressedSize,omitempty"`
+	// ovaEntry is the disk's entry in the OVA.
+	// +optional
+	OVAEntry string `json:"ovaEntry,omitempty"`
+	// ovfName is the name of the OVF's virtual system.
+	// +optional
+	OVFName string `json:"ovfName,omitempty"`
+	// ovfProduct is the product of the OVF's ProductSection.
+	// +optional
+	OVFProduct string `json:"ovfProduct,omitempty"`
+	// ovfVendor is the vendor of the OVF's ProductSection.
+	// +optional
+	OVFVendor string `json:"ovfVendor,omitempty"`
+	// ovfVersion is the version of the OVF's ProductSection.
+	// +optional
+	OVFVersion string `json:"ovfVersion,omitempty"`
 }
 
 // Progress of a running import.

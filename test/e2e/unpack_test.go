@@ -64,6 +64,10 @@ func TestImportsAnOVA(t *testing.T) {
 	g.Expect(got.Status.Image.SourceFormat).To(Equal("vmdk"))
 	g.Expect(got.Status.Image.DiskFormat).To(Equal("qcow2"))
 	g.Expect(got.Status.Image.VirtualSize).To(Equal(int64(64 << 20)))
+	g.Expect(got.Status.Image.ContainerFormat).To(Equal("bare"), "the disk, not the OVA, is stored")
+	g.Expect(got.Status.Image.Unpacked).NotTo(BeNil())
+	g.Expect(got.Status.Image.Unpacked.OVAEntry).NotTo(BeEmpty())
+	g.Expect(got.Status.Image.Unpacked.OVFName).To(Equal("appliance"))
 }
 
 // TestRefusesAnOVAWithTwoDisks fails the task at once, with the reason.
