@@ -346,9 +346,6 @@ func imagePropertiesOf(in object) (*tasksv1.ImageProperties, string) {
 }
 
 func setExtra(p *tasksv1.ImageProperties, m member) {
-	if len(p.Properties) >= 128 || len(m.key) > 255 {
-		return
-	}
 	if p.Properties == nil {
 		p.Properties = map[string]string{}
 	}
@@ -361,16 +358,26 @@ func setExtra(p *tasksv1.ImageProperties, m member) {
 
 func ptrTo[T any](v T) *T { return &v }
 
-// maxPropertyLength is the longest image property value an ImageImportTask
-// holds (its CRD's rule), in characters.
-const maxPropertyLength = 65535
+// The most an ImageImportTask's free-form image properties hold (its CRD's
+// rules): how many, and how long a key and a value, in characters.
+const (
+	maxProperties        = 128
+	maxPropertyKeyLength = 255
+	maxPropertyLength    = 65535
+)
 
 // tooLarge is why a task cannot be stored, as a 400 explains it, or "": an
 // image property longer than the CRD allows, or an input bigger than the
 // annotations of one object may be.
 func tooLarge(t *tasksv1.ImageImportTask) string {
 	if p := t.Spec.Input.ImageProperties; p != nil {
+		if n := len(p.Properties); n > maxProperties {
+			return fmt.Sprintf("The image has %d extra properties; at most %d fit.", n, maxProperties)
+		}
 		for _, k := range slices.Sorted(maps.Keys(p.Properties)) {
+			if n := utf8.RuneCountInString(k); n > maxPropertyKeyLength {
+				return fmt.Sprintf("Image property name %s is %d characters long; at most %d fit.", pyRepr(k), n, maxPropertyKeyLength)
+			}
 			if n := utf8.RuneCountInString(p.Properties[k]); n > maxPropertyLength {
 				return fmt.Sprintf("Image property %s is %d characters long; at most %d fit.", pyRepr(k), n, maxPropertyLength)
 			}

@@ -194,4 +194,17 @@ func TestWhatAnImageImportTaskCannotHoldGets400(t *testing.T) {
 
 	r = post(`,"os_distro":"`+strings.Repeat("é", 65535)+`"`, "")
 	g.Expect(r.status).To(Equal(http.StatusCreated), "a property of 65,535 characters fits: %.300s", r.body)
+
+	// Properties the task cannot hold are refused, never dropped.
+	long := strings.Repeat("k", 256)
+	r = post(`,"`+long+`":"v"`, "")
+	g.Expect(r.status).To(Equal(http.StatusBadRequest), r.body)
+	g.Expect(r.json["message"]).To(HavePrefix("Image property name '" + long + "' is 256 characters long; at most 255 fit."))
+	var many strings.Builder
+	for i := range 129 {
+		fmt.Fprintf(&many, `,"p%d":"v"`, i)
+	}
+	r = post(many.String(), "")
+	g.Expect(r.status).To(Equal(http.StatusBadRequest), r.body)
+	g.Expect(r.json["message"]).To(HavePrefix("The image has 129 extra properties; at most 128 fit."))
 }
