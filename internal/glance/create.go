@@ -66,6 +66,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 			newError(http.StatusBadRequest, "The task cannot be stored: "+apiReason(err)).write(w, r)
 			return
 		}
+		if apierrors.IsNotFound(err) {
+			// The project's namespace does not exist: no task can live
+			// there until an administrator creates it.
+			newError(http.StatusForbidden, fmt.Sprintf("Project %s cannot have tasks here: its namespace %q does not exist.", id.ProjectID, ns)).write(w, r)
+			return
+		}
 		s.internalError(w, r, fmt.Errorf("creating ImageImportTask: %w", err))
 		return
 	}

@@ -173,6 +173,16 @@ func TestAProjectWithoutAValidNamespaceGets400(t *testing.T) {
 	}
 }
 
+// TestAProjectWhoseNamespaceDoesNotExistGets403: a valid namespace name
+// that no namespace has made the create a 500.
+func TestAProjectWhoseNamespaceDoesNotExistGets403(t *testing.T) {
+	g := NewWithT(t)
+	s := newShimWith(t, PolicyAdmin, NamespaceTemplate("glance-{project}"))
+	r := s.do(t, "POST", "/v2/tasks", "u:nosuchproject:admin", validBody, "Accept", "application/json")
+	g.Expect(r.status).To(Equal(http.StatusForbidden), r.body)
+	g.Expect(r.json["message"]).To(HavePrefix(`Project nosuchproject cannot have tasks here: its namespace "glance-nosuchproject" does not exist.`))
+}
+
 // TestWhatAnImageImportTaskCannotHoldGets400: an image property longer
 // than the CRD allows, or an input larger than an object's annotations may
 // be, made the API server refuse the object and the shim answer 500.
