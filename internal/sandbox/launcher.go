@@ -112,11 +112,11 @@ func rules(program string, read, write fdList) []landlock.Rule {
 		// a sink.
 		landlock.PathAccess(readWrite, "/dev/null"),
 	}
-	// /proc/self/fd/N resolves to the open file itself: the rule is bound to
-	// that inode, not to its directory.
 	if interpreter != "" {
 		rs = append(rs, landlock.PathAccess(readFile|execute, interpreter))
 	}
+	// /proc/self/fd/N resolves to the open file itself: the rule is bound to
+	// that inode, not to its directory.
 	for _, fd := range read {
 		rs = append(rs, landlock.PathAccess(readFile, "/proc/self/fd/"+strconv.Itoa(fd)))
 	}

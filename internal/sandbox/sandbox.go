@@ -7,15 +7,17 @@
 // runs directly. The importer re-executes itself as a small launcher
 // (Main, entered through the argument Marker) that, in the child:
 //
-//   - sets resource limits: CPU time, the largest file it may write, and its
-//     private writable memory (RLIMIT_DATA, which, unlike the address space,
-//     does not grow with every thread qemu starts);
 //   - restricts file access with Landlock: read the source, read and write
-//     the destination, read and execute what the dynamic loader needs, and
-//     nothing else; where the ABI allows, no TCP bind or connect, no signals
-//     or abstract sockets outside the sandbox;
+//     the destination, execute the program and its loader, read the shared
+//     libraries it needs, and nothing else; where the ABI allows, no TCP
+//     bind or connect, no signals or abstract sockets outside the sandbox;
 //   - installs a seccomp filter that refuses to create sockets at all, so
 //     that no network is reachable whatever the Landlock ABI;
+//   - passes on no descriptor but those handed over, and (Command) no
+//     environment but PATH, LANG and MALLOC_ARENA_MAX;
+//   - sets resource limits: CPU time, the largest file it may write, no core
+//     dumps, and its private writable memory (RLIMIT_DATA: heap and thread
+//     stacks count, the address space malloc arenas reserve does not);
 //   - then execs the program.
 //
 // Files are handed over as open descriptors (fds 3, 4, ...) and named by
