@@ -57,6 +57,13 @@ type ImageImportTaskSpec struct {
 	// +required
 	Input TaskInput `json:"input"`
 
+	// image names the Image (in the task's namespace) that the import
+	// fills. It must exist and be queued when the task starts; the shim's
+	// web-download import sets it. When absent, the task creates its own
+	// Image, named by the image id in status.result, from imageProperties.
+	// +optional
+	Image *ImageReference `json:"image,omitempty"`
+
 	// source holds options for fetching importFrom that Glance does not have.
 	// +optional
 	Source SourceOptions `json:"source,omitempty"`
@@ -168,6 +175,15 @@ type ImageProperties struct {
 	// +kubebuilder:validation:MaxProperties=128
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 255 && size(self[k]) <= 65535)",message="imageProperties.properties keys must be at most 255 and values at most 65535 characters"
 	Properties map[string]string `json:"properties,omitempty"`
+}
+
+// ImageReference names an Image in the task's namespace.
+type ImageReference struct {
+	// name of the Image.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 }
 
 // SourceOptions are fetch options beyond Glance's.
