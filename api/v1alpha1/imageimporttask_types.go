@@ -48,6 +48,8 @@ const (
 // Kubernetes field style, plus optional, defaulted extensions. It is
 // immutable: a new import is a new task.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable; create a new ImageImportTask instead"
+// +kubebuilder:validation:XValidation:rule="has(self.recordedFailure) || has(self.input.importFromFormat)",message="input.importFromFormat is required: the declared format of the source (qcow2, raw, vmdk, ...)"
+// +kubebuilder:validation:XValidation:rule="has(self.recordedFailure) || has(self.input.imageProperties)",message="input.imageProperties is required, with at least diskFormat and containerFormat"
 type ImageImportTaskSpec struct {
 	// type of the task. Only "import" is supported.
 	// +required
@@ -63,6 +65,14 @@ type ImageImportTaskSpec struct {
 	// Image, named by the image id in status.result, from imageProperties.
 	// +optional
 	Image *ImageReference `json:"image,omitempty"`
+
+	// recordedFailure makes the task a record of an import that failed
+	// before it could run: the reconciler never runs it and fails it at
+	// once with this reason and message. The Glance shim records so the
+	// inputs that Glance accepts and then fails, as Glance callers expect;
+	// everyone else gets a refusal at admission instead.
+	// +optional
+	RecordedFailure *RecordedFailure `json:"recordedFailure,omitempty"`
 
 	// source holds options for fetching importFrom that Glance does not have.
 	// +optional
@@ -86,18 +96,14 @@ type ImageImportTaskSpec struct {
 
 	// expiryPolicy says whether the operator deletes the task once
 	// status.expiresAt has passed. Retain (the default) never deletes it;
-	// Delete behaves as Glance. Tasks created through the Glance shim carry
-	// the annotation tasks.imageimport.io/expiry-policy=Delete instead.
+	// Delete behaves as Glance, and is what the Glance shim sets.
 	// +optional
 	// +kubebuilder:default=Retain
 	ExpiryPolicy ExpiryPolicy `json:"expiryPolicy,omitempty"`
 }
 
-// TaskInput is Glance's import task input.
-//
-// As in Glance, importFromFormat and imageProperties may be absent: the task
-// is accepted and then fails with Glance's message ("Input does not contain
-// 'import_from_format' field"), so Glance callers see what they expect.
+// TaskInput is Glance's import task input. importFromFormat and
+// imageProperties are required unless the task is a recordedFailure.
 type TaskInput struct {
 	// importFrom is the http or https URL of the image. A source compressed
 	// with gzip, xz, zstd or bzip2 (told by its bytes, not its name: .raw.xz,
@@ -184,6 +190,39 @@ type ImageReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
+
+	// onFailure is what a failed import leaves the Image in. Queued (the
+	// default) returns it to queued, as Glance's web-download does, so
+	// that another import may fill it; clients that poll for active then
+	// wait until their own timeout. Killed marks it killed, so that they
+	// stop at once.
+	// +optional
+	// +kubebuilder:default=Queued
+	OnFailure ImageFailurePolicy `json:"onFailure,omitempty"`
+}
+
+// ImageFailurePolicy is what a failed import leaves its Image in.
+// +kubebuilder:validation:Enum=Queued;Killed
+type ImageFailurePolicy string
+
+const (
+	ImageFailureQueued ImageFailurePolicy = "Queued"
+	ImageFailureKilled ImageFailurePolicy = "Killed"
+)
+
+// RecordedFailure is why a recorded task failed.
+type RecordedFailure struct {
+	// reason is the CamelCase reason of the task's conditions.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9]*$`
+	Reason string `json:"reason"`
+
+	// message is the task's status.message.
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message"`
 }
 
 // SourceOptions are fetch options beyond Glance's.
