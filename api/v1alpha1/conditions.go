@@ -28,6 +28,31 @@ const (
 	ReasonJobDeleted = "JobDeleted"
 	// ReasonJobConflict: a Job with the task's Job name exists and is not the task's.
 	ReasonJobConflict = "JobConflict"
+	// ReasonImageNotFound: the Image that spec.image names does not exist.
+	ReasonImageNotFound = "ImageNotFound"
+	// ReasonImageNotQueued: the Image that spec.image names is not queued
+	// (it is active, killed, or another task imports into it); as Glance,
+	// an import only fills a queued image.
+	ReasonImageNotQueued = "ImageNotQueued"
+	// ReasonImageDeleted: the task's Image is being deleted.
+	ReasonImageDeleted = "ImageDeleted"
+	// ReasonImageConflict: an Image with the id a task would create exists
+	// and is not that task's.
+	ReasonImageConflict = "ImageConflict"
+)
+
+// Reasons of an Image's Ready condition, besides a failed import's own
+// (the task's reason, such as ImportFailed) and Importing and Succeeded.
+const (
+	// ReasonQueued: the image holds no data and no import runs.
+	ReasonQueued = "Queued"
+	// ReasonKilled: the import that was to fill the image failed.
+	ReasonKilled = "Killed"
+	// ReasonDeleting: the image is being deleted and its data removed.
+	ReasonDeleting = "Deleting"
+	// ReasonCleanupFailed: the Job that removes the image's data failed;
+	// another one runs.
+	ReasonCleanupFailed = "CleanupFailed"
 )
 
 // Reasons the importer cannot start. While the task waits, they are the
@@ -70,11 +95,23 @@ const (
 	LabelTaskName = "tasks.imageimport.io/task-name"
 	// LabelTaskUID is set on the Job and its pods: the owning task's UID.
 	LabelTaskUID = "tasks.imageimport.io/task-uid"
-	// AnnotationExpiryPolicy overrides spec.expiryPolicy; the Glance shim
-	// sets it to Delete on the tasks it creates, as Glance expires tasks.
+	// LabelImageID is set on a task once it is linked to its Image (the
+	// Image's name, its Glance id), and on the objects made for an Image
+	// (the import's Job and pods, the cleanup Job): how the shim finds an
+	// image's tasks, and the operator an image's importer pods.
+	LabelImageID = "tasks.imageimport.io/image-id"
+	// FinalizerImageData holds an Image whose data may be in the store
+	// until a cleanup Job has removed it.
+	FinalizerImageData = "tasks.imageimport.io/image-data"
+
+	// AnnotationExpiryPolicy is no longer read: the shim sets
+	// spec.expiryPolicy: Delete.
+	//
+	// Deprecated: set spec.expiryPolicy.
 	AnnotationExpiryPolicy = "tasks.imageimport.io/expiry-policy"
-	// AnnotationInputProblem carries Glance's message for an input that
-	// Glance accepts at create time and fails when the task runs (the shim
-	// sets it); the reconciler fails such a task with that message.
+	// AnnotationInputProblem is no longer read: the shim records the tasks
+	// Glance accepts and fails with spec.recordedFailure.
+	//
+	// Deprecated: set spec.recordedFailure.
 	AnnotationInputProblem = "tasks.imageimport.io/input-problem"
 )

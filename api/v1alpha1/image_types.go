@@ -105,6 +105,15 @@ type ImageStatus struct {
 	// +optional
 	Location string `json:"location,omitempty"`
 
+	// diskFormat is the format the data is stored in, once stored.
+	// +optional
+	DiskFormat DiskFormat `json:"diskFormat,omitempty"`
+
+	// containerFormat is the container format of the stored data: bare for
+	// the disk taken out of an OVA, as Glance stores it.
+	// +optional
+	ContainerFormat ContainerFormat `json:"containerFormat,omitempty"`
+
 	// importTask is the name of the ImageImportTask that last imported, or
 	// is importing, into this image.
 	// +optional
@@ -118,8 +127,10 @@ type ImageStatus struct {
 	// +optional
 	UpdatedAt *metav1.Time `json:"updatedAt,omitempty"`
 
-	// conditions: Ready is True when the image is active, False when its
-	// import failed, Unknown while it imports.
+	// conditions: Ready is True when the image is active, Unknown while it
+	// imports, and False otherwise: reason Queued while it waits for an
+	// import, the failed import's reason (and message) when one failed,
+	// Deleting while its data is removed.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -135,6 +146,7 @@ type ImageStatus struct {
 // Glance's image fields. An ImageImportTask creates it, or fills a queued
 // one; deleting it removes its data. Its metadata.name is its Glance id.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the image id, which labels carry"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=vmimage,categories=imageimport
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.name`

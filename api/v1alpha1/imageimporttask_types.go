@@ -188,7 +188,7 @@ type ImageReference struct {
 	// name of the Image.
 	// +required
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=63
 	Name string `json:"name"`
 
 	// onFailure is what a failed import leaves the Image in. Queued (the
