@@ -2,7 +2,9 @@
 # Installs the system packages the tests need, when they are missing:
 # qemu-utils (qemu-img, for the importer and its tests), xz-utils, zstd,
 # bzip2 and gzip (fixtures of compressed sources) and
-# python3-glanceclient (the real Glance CLI the shim is tested with).
+# python3-glanceclient, python3-openstackclient and python3-openstacksdk (the
+# real Glance clients the shim is tested with; Debian's import under
+# /usr/bin/python3, which may not be the python3 first on PATH).
 # Idempotent.
 set -euo pipefail
 
@@ -14,6 +16,8 @@ command -v zstd >/dev/null || missing+=(zstd)
 command -v bzip2 >/dev/null || missing+=(bzip2)
 command -v gzip >/dev/null || missing+=(gzip)
 command -v glance >/dev/null || missing+=(python3-glanceclient)
+command -v openstack >/dev/null || missing+=(python3-openstackclient)
+/usr/bin/python3 -c 'import openstack' 2>/dev/null || missing+=(python3-openstacksdk)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 sudo=""
