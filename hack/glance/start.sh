@@ -4,6 +4,9 @@
 # executor, and in front a stand-in for keystonemiddleware that turns the token
 # USER:PROJECT:ROLE into identity headers (any other token is admin:admin:admin).
 # Installs glance-api when it is missing. Prints GLANCE_URL=... when it answers.
+# Interoperable image import is enabled with GLANCE_IMPORT_METHODS (default web-download, the one
+# method the shim enables, so that the live diff compares like with like; set it to
+# glance-direct,web-download,copy-image for Glance's full set, or to "" to disable import).
 #
 # Usage: hack/glance/start.sh [PORT] [STATE_DIR]
 set -euo pipefail
@@ -18,7 +21,11 @@ if ! command -v glance-api >/dev/null || ! command -v curl >/dev/null; then
 fi
 "$(dirname "$0")/stop.sh" "$PORT" "$DIR" >/dev/null
 rm -rf "$DIR"
-mkdir -p "$DIR"/{images,work,lock,image-cache,pylib}
+mkdir -p "$DIR"/{images,work,lock,image-cache,pylib,staging}
+IMPORT_METHODS=${GLANCE_IMPORT_METHODS-web-download}
+IMPORT_CONF=""
+[[ -n $IMPORT_METHODS ]] && IMPORT_CONF="enabled_import_methods = [$IMPORT_METHODS]
+node_staging_uri = file://$DIR/staging"
 
 cat >"$DIR/glance-api.conf" <<CONF
 [DEFAULT]
@@ -29,6 +36,7 @@ use_stderr = false
 log_file = $DIR/glance-api.log
 image_cache_dir = $DIR/image-cache
 enforce_secure_rbac = false
+$IMPORT_CONF
 [database]
 connection = sqlite:///$DIR/glance.sqlite
 [glance_store]

@@ -82,10 +82,26 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 	s.writeJSON(w, http.StatusCreated, encodePy(view.detail(), false))
 }
 
-// readBody parses the JSON body as Glance's JSONRequestDeserializer. It
+// readBody parses the JSON body of a task as Glance's
+// JSONRequestDeserializer.
+func readBody(r *http.Request) (object, *httpError) {
+	v, e := readBodyAny(r)
+	if e != nil {
+		return nil, e
+	}
+	switch v := v.(type) {
+	case object:
+		return v, nil
+	case []any:
+		return object{}, nil // a list has no 'type': Glance says so next
+	}
+	return nil, newError(http.StatusBadRequest, "Unexpected body type. Expected list/dict.")
+}
+
+// readBodyAny parses a JSON body as Glance's JSONRequestDeserializer. It
 // parses while it reads: a body nested too deeply is refused without being
 // read to its end.
-func readBody(r *http.Request) (object, *httpError) {
+func readBodyAny(r *http.Request) (any, *httpError) {
 	chunked := slices.Contains(r.TransferEncoding, "chunked")
 	if r.ContentLength <= 0 && !chunked {
 		return nil, newError(http.StatusBadRequest, "Body expected in request.")
@@ -98,13 +114,7 @@ func readBody(r *http.Request) (object, *httpError) {
 	case err != nil || body.N == 0:
 		return nil, newError(http.StatusBadRequest, "Malformed JSON in request body.")
 	}
-	switch v := v.(type) {
-	case object:
-		return v, nil
-	case []any:
-		return object{}, nil // a list has no 'type': Glance says so next
-	}
-	return nil, newError(http.StatusBadRequest, "Unexpected body type. Expected list/dict.")
+	return v, nil
 }
 
 // validate checks the body and returns the type and input.
@@ -210,23 +220,27 @@ func pyStr(v any) string {
 	return pyRepr(v)
 }
 
-// newTask builds the ImageImportTask of a Glance task. What the CRD cannot
-// hold, or Glance fails only when the task runs, becomes an input problem
-// that the reconciler turns into a failed task with Glance's message.
+// newTask builds the ImageImportTask of a Glance task. Glance expires the
+// tasks it creates (spec.expiryPolicy Delete). An input Glance accepts and
+// fails only when the task runs is recorded as failed (spec.recordedFailure,
+// with Glance's message): the reconciler never runs it.
 func newTask(namespace, typ string, input any, id *Identity, reqID string, now time.Time) *tasksv1.ImageImportTask {
 	in, _ := input.(object)
 	spec, problem := specOf(typ, in)
+	spec.ExpiryPolicy = tasksv1.ExpiryPolicyDelete
+	if problem != "" {
+		spec.RecordedFailure = &tasksv1.RecordedFailure{Reason: reasonInvalidInput, Message: problem}
+	}
 	t := &tasksv1.ImageImportTask{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      "task-" + uuid.NewString(),
 			Namespace: namespace,
 			Labels:    map[string]string{"app.kubernetes.io/created-by": "glance-shim"},
 			Annotations: map[string]string{
-				annotationInput:                string(encodePy(input, false)),
-				annotationType:                 typ,
-				annotationOwner:                id.ProjectID,
-				annotationCreatedAt:            now.UTC().Format(preciseTime),
-				tasksv1.AnnotationExpiryPolicy: string(tasksv1.ExpiryPolicyDelete), // Glance expires tasks
+				annotationInput:     string(encodePy(input, false)),
+				annotationType:      typ,
+				annotationOwner:     id.ProjectID,
+				annotationCreatedAt: now.UTC().Format(preciseTime),
 			},
 		},
 		Spec: spec,
@@ -234,13 +248,17 @@ func newTask(namespace, typ string, input any, id *Identity, reqID string, now t
 	if len(validation.IsValidLabelValue(id.ProjectID)) == 0 {
 		t.Labels[LabelProjectID] = id.ProjectID
 	}
-	for k, v := range map[string]string{annotationUserID: id.UserID, annotationRequestID: reqID, tasksv1.AnnotationInputProblem: problem} {
+	for k, v := range map[string]string{annotationUserID: id.UserID, annotationRequestID: reqID} {
 		if v != "" {
 			t.Annotations[k] = v
 		}
 	}
 	return t
 }
+
+// reasonInvalidInput is the condition reason of a task recorded as failed
+// because Glance fails its input when it runs.
+const reasonInvalidInput = "InvalidInput"
 
 // specOf maps a Glance import input onto the spec, and returns Glance's
 // run-time message for what the task cannot do.

@@ -18,6 +18,9 @@ import (
 type httpError struct {
 	code        int
 	explanation string
+	// detail follows the explanation, as webob's detail (the first
+	// positional argument of an HTTP exception).
+	detail      string
 	template    errorTemplate
 	allow       string // the Allow header of a 405
 	noRequestID bool   // 401s leave before the request id is set
@@ -39,6 +42,18 @@ func newError(code int, explanation string) *httpError {
 	return &httpError{code: code, explanation: explanation}
 }
 
+// withDetail is an error with WebOb's default explanation of its code and
+// a detail: what webob.exc.HTTPForbidden(msg) renders.
+func withDetail(code int, detail string) *httpError {
+	return &httpError{code: code, explanation: defaultExplanations[code], detail: detail}
+}
+
+var defaultExplanations = map[int]string{
+	http.StatusForbidden: "Access was denied to this resource.",
+	http.StatusConflict:  "There was a conflict when trying to complete your request.",
+	http.StatusNotFound:  notFoundText,
+}
+
 // WebOb's default explanations.
 const (
 	unauthorizedText = "This server could not verify that you are authorized to access the document you requested. Either you supplied the wrong credentials (e.g., bad password), or your browser does not understand how to supply the credentials required."
@@ -56,7 +71,7 @@ func (e *httpError) body(escape func(string) string, method string) string {
 	case methodNotAllowed:
 		return "The method " + escape(method) + " is not allowed for this resource. <br /><br />\n"
 	}
-	return escape(e.explanation) + "<br /><br />\n\n\n"
+	return escape(e.explanation) + "<br /><br />\n" + escape(e.detail) + "\n\n"
 }
 
 // write renders the error as WebOb would for the request.

@@ -14,11 +14,6 @@ const (
 	tasksSchema = `{"name": "tasks", "properties": {"tasks": {"type": "array", "items": {"name": "task", "properties": {"id": {"description": "An identifier for the task", "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$", "type": "string"}, "type": {"description": "The type of task represented by this content", "enum": ["import", "api_image_import"], "type": "string"}, "status": {"description": "The current status of this task", "enum": ["pending", "processing", "success", "failure"], "type": "string"}, "owner": {"description": "An identifier for the owner of this task", "type": "string"}, "image_id": {"description": "Image associated with the task", "type": "string"}, "request_id": {"description": "Human-readable informative request-id", "type": "string"}, "user_id": {"description": "User associated with the task", "type": "string"}, "expires_at": {"description": "Datetime when this resource would be subject to removal", "type": ["null", "string"]}, "created_at": {"description": "Datetime when this resource was created", "type": "string"}, "updated_at": {"description": "Datetime when this resource was updated", "type": "string"}, "self": {"readOnly": true, "type": "string"}, "schema": {"readOnly": true, "type": "string"}}}}, "schema": {"type": "string"}}, "links": [{"rel": "describedby", "href": "{schema}"}]}`
 )
 
-// imageSchema is a stand-in for Glance's image schema. The shim serves no
-// image API; python-glanceclient only needs one of its schemas to load to
-// believe v2 is there (else it falls back to v1, which has no tasks).
-const imageSchema = `{"name": "image", "properties": {"id": {"type": "string"}, "name": {"type": ["null", "string"]}}, "additionalProperties": {"type": "string"}, "links": []}`
-
 // versions is Glance's version document: GET / answers it with 300, GET
 // /versions with 200. Clients (gophercloud, openstacksdk) discover the v2
 // endpoint from it.

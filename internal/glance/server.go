@@ -25,8 +25,17 @@ import (
 type Server struct {
 	// Cache holds the tasks, with the indexes of AddIndexes.
 	Cache cache.Cache
-	// Writer creates tasks.
-	Writer     client.Writer
+	// Writer creates tasks and images.
+	Writer client.Writer
+	// APIReader reads an image fresh from the API server (nil: the cache),
+	// so that a client reads what it has just written.
+	APIReader client.Reader
+	// ImageData reads image data for GET /v2/images/{id}/file; nil: no
+	// data backend, and downloads are refused.
+	ImageData ImageData
+	// WebDownloadFailure is what a failed web-download leaves its image
+	// in: Queued as in Glance, or Killed to fail fast.
+	WebDownloadFailure tasksv1.ImageFailurePolicy
 	Auth       Auth
 	Namespaces Namespaces
 	// URLPolicy checks import_from at create time, as Glance's
@@ -51,11 +60,16 @@ func AddIndexes(ctx context.Context, indexer cache.Cache) error {
 	}); err != nil {
 		return err
 	}
-	return indexer.IndexField(ctx, &tasksv1.ImageImportTask{}, indexOwner, func(o client.Object) []string {
+	if err := indexer.IndexField(ctx, &tasksv1.ImageImportTask{}, indexOwner, func(o client.Object) []string {
 		if owner := o.GetAnnotations()[annotationOwner]; owner != "" {
 			return []string{owner}
 		}
 		return nil
+	}); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &tasksv1.Image{}, indexImageName, func(o client.Object) []string {
+		return []string{o.GetName()}
 	})
 }
 
@@ -102,6 +116,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	handler(w, r, id, arg)
 }
 
+type handlerFunc = func(http.ResponseWriter, *http.Request, *Identity, string)
+
 func (s *Server) match(path string) (*route, string) {
 	switch {
 	case path == "/tasks":
@@ -112,8 +128,10 @@ func (s *Server) match(path string) (*route, string) {
 		return &route{allow: "GET, DELETE", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
 			http.MethodGet: s.show, http.MethodDelete: s.delete,
 		}}, path[len("/tasks/"):]
-	case path == "/schemas/task" || path == "/schemas/tasks" || path == "/schemas/image":
-		doc := map[string]string{"/schemas/task": taskSchema, "/schemas/tasks": tasksSchema, "/schemas/image": imageSchema}[path]
+	case strings.HasPrefix(path, "/images") || path == "/info/import":
+		return s.matchImages(path)
+	case path == "/schemas/task" || path == "/schemas/tasks" || path == "/schemas/image" || path == "/schemas/images":
+		doc := map[string]string{"/schemas/task": taskSchema, "/schemas/tasks": tasksSchema, "/schemas/image": imageSchema, "/schemas/images": imagesSchema}[path]
 		return &route{allow: "GET", methods: map[string]func(http.ResponseWriter, *http.Request, *Identity, string){
 			http.MethodGet: func(w http.ResponseWriter, _ *http.Request, _ *Identity, _ string) {
 				s.writeJSON(w, http.StatusOK, []byte(doc))

@@ -103,9 +103,11 @@ func TestCreateMapsTheGlanceTaskOntoAnImageImportTask(t *testing.T) {
 	g.Expect(*p.MinDisk).To(Equal(int32(1)))
 	g.Expect(p.Tags).To(Equal([]string{"a"}))
 	g.Expect(p.Properties).To(Equal(map[string]string{"os_distro": "cirros", "hw_qemu_guest_agent": "true"}))
-	g.Expect(task.Annotations).To(HaveKeyWithValue(tasksv1.AnnotationExpiryPolicy, "Delete"), "shim tasks expire, as in Glance")
+	g.Expect(task.Spec.ExpiryPolicy).To(Equal(tasksv1.ExpiryPolicyDelete), "shim tasks expire, as in Glance")
+	g.Expect(task.Annotations).NotTo(HaveKey(tasksv1.AnnotationExpiryPolicy), "the policy is in the spec")
 	g.Expect(task.Labels).To(HaveKeyWithValue(LabelProjectID, "proj1"))
 	g.Expect(task.Annotations).NotTo(HaveKey(tasksv1.AnnotationInputProblem))
+	g.Expect(task.Spec.RecordedFailure).To(BeNil())
 }
 
 func TestInputsGlanceAcceptsAndThenFails(t *testing.T) {
@@ -123,8 +125,12 @@ func TestInputsGlanceAcceptsAndThenFails(t *testing.T) {
 			t.Errorf("%s: %d %s", body, r.status, r.body)
 			continue
 		}
-		if got := taskByID(t, r.json["id"].(string)).Annotations[tasksv1.AnnotationInputProblem]; got != problem {
-			t.Errorf("%s: input problem %q, want %q", body, got, problem)
+		task := taskByID(t, r.json["id"].(string))
+		if f := task.Spec.RecordedFailure; f == nil || f.Reason != "InvalidInput" || f.Message != problem {
+			t.Errorf("%s: recorded failure %+v, want InvalidInput %q", body, f, problem)
+		}
+		if _, ok := task.Annotations[tasksv1.AnnotationInputProblem]; ok {
+			t.Errorf("%s: the input problem is still an annotation", body)
 		}
 	}
 }

@@ -38,8 +38,10 @@ type validationError struct {
 	message   string
 	validator string
 	property  string // "" for an error about the whole body
-	schema    any
-	instance  any
+	// additional: the property is checked by additionalProperties.
+	additional bool
+	schema     any
+	instance   any
 }
 
 // validateTask returns Glance's 400 for a body the task schema refuses.
@@ -176,11 +178,17 @@ var schemaPatterns = func() map[string]*regexp.Regexp {
 	out := map[string]*regexp.Regexp{}
 	for _, prop := range taskProperties {
 		if p, ok := prop.value.(object).get("pattern"); ok {
-			out[p.(string)] = regexp.MustCompile(strings.TrimSuffix(p.(string), "$") + `\n?\z`)
+			out[p.(string)] = schemaPatternOf(p.(string))
 		}
 	}
 	return out
 }()
+
+// schemaPatternOf compiles a schema pattern for re.search: Python's $ also
+// matches before a final line end.
+func schemaPatternOf(p string) *regexp.Regexp {
+	return regexp.MustCompile(strings.TrimSuffix(p, "$") + `\n?\z`)
+}
 
 // String is str(ValidationError): the message, then the schema and the
 // instance as pprint writes them, each line indented by four spaces.
@@ -188,6 +196,9 @@ func (e *validationError) String() string {
 	schemaPath, instancePath := "schema", "instance"
 	if e.property != "" {
 		schemaPath = "schema['properties'][" + pyReprString(e.property) + "]"
+		if e.additional {
+			schemaPath = "schema['additionalProperties']"
+		}
 		instancePath = "instance[" + pyReprString(e.property) + "]"
 	}
 	indent := func(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
