@@ -1,0 +1,163 @@
+package imageexport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/go-logr/logr"
+)
+
+var k8sClient client.Client
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds the control plane")
+		os.Exit(1)
+	}
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		os.Exit(1)
+	}
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	if k8sClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	env.Stop()
+	os.Exit(code)
+}
+
+// kubelet plays the kubelet for the export pods of ns: it runs each new
+// one as a real Server on a loopback port over dir, with the pod's own
+// arguments, and reports it running and ready at 127.0.0.1.
+func kubelet(t *testing.T, ns, dir string, port int) (started func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	count := make(chan int, 1)
+	count <- 0
+	go func() {
+		for ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			var pods corev1.PodList
+			if err := k8sClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+				continue
+			}
+			for i := range pods.Items {
+				pod := &pods.Items[i]
+				if pod.Status.Phase != corev1.PodPending || pod.DeletionTimestamp != nil {
+					continue
+				}
+				if n := <-count; n == 0 { // one server for every pod: they all have the same arguments
+					hash := strings.TrimPrefix(pod.Spec.Containers[0].Args[3], "--token-sha256=")
+					l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					go (&Server{Dir: dir, TokenSHA256: hash, IdleTimeout: time.Minute, Log: logr.Discard()}).Serve(ctx, l)
+					count <- n
+				} else {
+					count <- n
+				}
+				pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.1",
+					Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+				if err := k8sClient.Status().Update(ctx, pod); err != nil {
+					t.Error(err)
+				}
+				count <- <-count + 1
+			}
+		}
+	}()
+	return func() int { n := <-count; count <- n; return n }
+}
+
+func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "export-"}}
+	if err := k8sClient.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "img"), []byte("image bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	started := kubelet(t, ns.Name, dir, port)
+	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
+		IdleTimeout: time.Minute, StartTimeout: 20 * time.Second, Port: port, HTTP: http.DefaultClient}
+
+	read := func(rangeHeader string) (int, string) {
+		t.Helper()
+		resp, err := p.Open(ctx, ns.Name, "image-store", "img", rangeHeader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := read(""); code != 200 || body != "image bytes" {
+		t.Fatalf("read: %d %q", code, body)
+	}
+	if code, body := read("bytes=6-"); code != 206 || body != "bytes" {
+		t.Fatalf("range read: %d %q", code, body)
+	}
+	if n := started(); n != 1 {
+		t.Fatalf("%d export pods started for two reads, want 1", n)
+	}
+	var pods corev1.PodList
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns.Name)); err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods: %v %d", err, len(pods.Items))
+	}
+	pod := pods.Items[0]
+	spec := pod.Spec
+	if !spec.Volumes[0].PersistentVolumeClaim.ReadOnly || !spec.Containers[0].VolumeMounts[0].ReadOnly ||
+		*spec.AutomountServiceAccountToken || !*spec.Containers[0].SecurityContext.ReadOnlyRootFilesystem {
+		t.Fatalf("the export pod is not read-only and tokenless: %+v", spec)
+	}
+	if strings.Contains(fmt.Sprint(spec), testToken) {
+		t.Fatal("the export pod's spec holds the token")
+	}
+
+	// An export pod that exited once idle is replaced.
+	pod.Status.Phase = corev1.PodSucceeded
+	if err := k8sClient.Status().Update(ctx, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := read(""); code != 200 || body != "image bytes" {
+		t.Fatalf("read after the pod ended: %d %q", code, body)
+	}
+	if n := started(); n != 2 {
+		t.Fatalf("%d export pods started, want a second one once the first ended", n)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&pod), &corev1.Pod{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the ended export pod was not deleted: %v", err)
+	}
+	if _, err := p.Open(ctx, ns.Name, "image-store", "../etc/passwd", ""); err == nil {
+		t.Fatal("opened a path that is not an image id")
+	}
+}
