@@ -24,7 +24,7 @@ func Main() {
 	var (
 		requireLandlock   bool
 		cpu, memory, size int64
-		read, write       fdList
+		read, write, pass fdList
 	)
 	fs.BoolVar(&requireLandlock, "landlock", true, "")
 	fs.Int64Var(&cpu, "cpu", 0, "")
@@ -32,6 +32,7 @@ func Main() {
 	fs.Int64Var(&size, "fsize", 0, "")
 	fs.Var(&read, "read", "")
 	fs.Var(&write, "write", "")
+	fs.Var(&pass, "pass", "") // a socket: no file rule
 	if err := fs.Parse(os.Args[2:]); err != nil || fs.NArg() == 0 {
 		fail("usage: %s [flags] -- PROGRAM [ARG...]", Marker)
 	}
@@ -75,7 +76,7 @@ func Main() {
 	}
 	// Only the descriptors handed over pass to the program: not those the
 	// importer itself inherited.
-	last := 2 + len(read) + len(write)
+	last := 2 + len(read) + len(write) + len(pass)
 	if err := unix.CloseRange(uint(last+1), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		fail("closing inherited descriptors: %v", err)
 	}

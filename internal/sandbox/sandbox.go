@@ -60,7 +60,7 @@ type Sandbox struct {
 	Limits   Limits
 
 	files  []*os.File
-	write  []bool
+	flags  []string   // the launcher's flag of each file: how it is handed over
 	reopen []*os.File // read-only descriptors of our own, closed by Close
 	err    error      // of Read
 }
@@ -78,16 +78,22 @@ func (s *Sandbox) Read(f *os.File) string {
 	} else {
 		s.reopen = append(s.reopen, ro)
 	}
-	return s.add(ro, false)
+	return "/dev/fd/" + strconv.Itoa(s.add(ro, "-read="))
 }
 
 // Write hands f to the program for reading, writing and truncating, and
 // returns the path it opens it by.
-func (s *Sandbox) Write(f *os.File) string { return s.add(f, true) }
+func (s *Sandbox) Write(f *os.File) string { return "/dev/fd/" + strconv.Itoa(s.add(f, "-write=")) }
 
-func (s *Sandbox) add(f *os.File, write bool) string {
-	s.files, s.write = append(s.files, f), append(s.write, write)
-	return "/dev/fd/" + strconv.Itoa(3+len(s.files)-1)
+// Pass hands over f, a socket the importer connected (the program may
+// create none), as the program's descriptor whose number it returns. No
+// Landlock rule names it: the program uses the descriptor as it is, and
+// opens nothing through it.
+func (s *Sandbox) Pass(f *os.File) int { return s.add(f, "-pass=") }
+
+func (s *Sandbox) add(f *os.File, flag string) int {
+	s.files, s.flags = append(s.files, f), append(s.flags, flag)
+	return 3 + len(s.files) - 1
 }
 
 // Close closes the descriptors Read opened; call it once the program ended.
@@ -122,11 +128,7 @@ func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (
 		"-memory=" + strconv.FormatInt(s.Limits.Memory, 10),
 		"-fsize=" + strconv.FormatInt(s.Limits.FileSize, 10),
 	}
-	for i, w := range s.write {
-		flag := "-read="
-		if w {
-			flag = "-write="
-		}
+	for i, flag := range s.flags {
 		argv = append(argv, flag+strconv.Itoa(3+i))
 	}
 	argv = append(append(argv, "--", path), args...)

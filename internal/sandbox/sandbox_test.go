@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -201,5 +202,28 @@ func TestPassesNothingElse(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "input")); string(b) != "input\n" {
 		t.Errorf("the program wrote its input: %q", b)
+	}
+}
+
+// TestPassesASocket: a socket handed over is the program's to use, though
+// the program may create none.
+func TestPassesASocket(t *testing.T) {
+	requireLandlock(t)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs")
+	defer ours.Close()
+	s := &Sandbox{Landlock: true}
+	fd := s.Pass(theirs)
+	out, err := run(t, s, "sh", "-c", "echo through the socket >&"+strconv.Itoa(fd))
+	theirs.Close()
+	if err != nil {
+		t.Fatalf("writing to the socket handed over: %q, %v", out, err)
+	}
+	got, err := io.ReadAll(ours)
+	if err != nil || string(got) != "through the socket\n" {
+		t.Fatalf("read %q, %v from our end", got, err)
 	}
 }
