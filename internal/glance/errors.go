@@ -36,6 +36,9 @@ const (
 	explanationOnly
 	// methodNotAllowed is HTTPMethodNotAllowed's own template.
 	methodNotAllowed
+	// unsupportedMediaType is HTTPUnsupportedMediaType's own template; the
+	// explanation is the request's media type.
+	unsupportedMediaType
 )
 
 func newError(code int, explanation string) *httpError {
@@ -68,6 +71,8 @@ func (e *httpError) body(escape func(string) string, method string) string {
 	switch e.template {
 	case explanationOnly:
 		return escape(e.explanation)
+	case unsupportedMediaType:
+		return "The request media type " + escape(e.explanation) + " is not supported by this server.\n<br /><br />\n"
 	case methodNotAllowed:
 		return "The method " + escape(method) + " is not allowed for this resource. <br /><br />\n"
 	}

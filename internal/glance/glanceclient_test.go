@@ -3,6 +3,7 @@ package glance
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -17,8 +18,7 @@ func TestPythonGlanceclient(t *testing.T) {
 	home := t.TempDir() // glanceclient caches schemas under $HOME
 	glance := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("glance", append([]string{"--os-image-url", s.URL, "--os-auth-token", "cli:cliproject:admin"}, args...)...)
-		cmd.Env = append(os.Environ(), "HOME="+home)
+		cmd := glanceCmd(home, s.URL, "cli:cliproject:admin", args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("glance %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -33,10 +33,10 @@ func TestPythonGlanceclient(t *testing.T) {
 	}
 	var show string
 	for range 50 { // reads come from the cache
-		cmd := exec.Command("glance", "--os-image-url", s.URL, "--os-auth-token", "cli:cliproject:admin", "task-show", id)
-		cmd.Env = append(os.Environ(), "HOME="+home)
-		if b, err := cmd.CombinedOutput(); err == nil {
-			show = string(b)
+		cmd := glanceCmd(home, s.URL, "cli:cliproject:admin", "task-show", id)
+		b, err := cmd.CombinedOutput()
+		show = string(b)
+		if err == nil {
 			break
 		}
 	}
@@ -50,6 +50,19 @@ func TestPythonGlanceclient(t *testing.T) {
 	if _, err := exec.Command("glance", "--os-image-url", s.URL, "--os-auth-token", "cli:cliproject:member", "task-list").CombinedOutput(); err == nil {
 		t.Error("a member listed tasks; Glance's default policy refuses")
 	}
+}
+
+// glanceCmd is a glance CLI call. glanceclient 4.1.0 caches the image
+// schema under $HOME and, on its next run, adds an option for each of its
+// properties: the real schema's read-only "stores" then clashes with
+// --stores and every call fails ("conflicting option string"), against a
+// real Glance too. Each call starts without the cache, as
+// shared/reference/real-glance/glance-cli.sh does.
+func glanceCmd(home, url, token string, args ...string) *exec.Cmd {
+	os.RemoveAll(filepath.Join(home, ".glanceclient"))
+	cmd := exec.Command("glance", append([]string{"--os-image-url", url, "--os-auth-token", token}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+home)
+	return cmd
 }
 
 // field reads a property from glanceclient's table output.

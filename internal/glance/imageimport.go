@@ -70,7 +70,9 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request, id *Identit
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func hasScheme(u, scheme string) bool { return len(u) > len(scheme)+3 && u[:len(scheme)+3] == scheme+"://" }
+func hasScheme(u, scheme string) bool {
+	return len(u) > len(scheme)+3 && u[:len(scheme)+3] == scheme+"://"
+}
 
 // checkImportBody is RequestDeserializer._validate_import_body; it returns
 // method.uri.

@@ -44,7 +44,7 @@ func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id *Identity
 	ctx := r.Context()
 	draft, ok := patchContentTypes[mediaType(r.Header.Get("Content-Type"))]
 	if !ok {
-		e := newError(http.StatusUnsupportedMediaType, "The request media type "+mediaType(r.Header.Get("Content-Type"))+" is not supported by this server.\n")
+		e := &httpError{code: http.StatusUnsupportedMediaType, template: unsupportedMediaType, explanation: mediaType(r.Header.Get("Content-Type"))}
 		e.headers = map[string]string{"Accept-Patch": "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch"}
 		e.write(w, r)
 		return

@@ -134,7 +134,11 @@ func normalise(s string) string {
 
 // stateful transcripts read tasks that only the recorded Glance had; the
 // lifecycle and list tests cover those routes with the shim's own tasks.
-var stateful = regexp.MustCompile(`^(0[2-7]|3[0-2]|3[79]|4[134-5]|58|7[56]|83|9[01])`)
+var stateful = regexp.MustCompile(`^(0[2-7]|3[0-2]|3[79]|4[134-5]|58|7[56]|83|9[01]|1\d\d)`)
+
+// imageSequence matches the images battery (hack/glance/capture-image-transcripts.sh):
+// one sequence, replayed in name order on a shim with no images.
+var imageSequence = regexp.MustCompile(`^1\d\d`)
 
 // differences are the transcripts whose answers the shim changes on
 // purpose; docs/glance-compatibility.md gives each reason.
@@ -223,6 +227,100 @@ func TestReplayRealGlanceTranscripts(t *testing.T) {
 	if len(exchanges) < 40 {
 		t.Errorf("only %d transcripts replayed", len(exchanges))
 	}
+}
+
+// imageExchanges are the images battery, in the order it was recorded.
+func imageExchanges(t *testing.T) ([]string, map[string]*exchange) {
+	files, _ := filepath.Glob("testdata/transcripts/1*.txt")
+	slices.Sort(files)
+	var names []string
+	out := map[string]*exchange{}
+	for _, path := range files {
+		name := filepath.Base(path)
+		if ex := loadExchange(t, path); ex != nil && imageSequence.MatchString(name) {
+			names = append(names, name)
+			out[name] = ex
+		}
+	}
+	return names, out
+}
+
+// replayImages sends the images battery in order to base and compares each
+// answer with want's. Lists read the shim's cache: one is retried until the
+// cache has caught up with the writes before it (a few seconds at most).
+func replayImages(t *testing.T, base string, want func(ex *exchange) answer) {
+	names, exchanges := imageExchanges(t)
+	if len(names) < 100 {
+		t.Errorf("only %d image transcripts", len(names))
+	}
+	for _, name := range names {
+		ex := exchanges[name]
+		expected := want(ex)
+		t.Run(name, func(t *testing.T) {
+			got := send(t, base, ex)
+			for try := 0; try < 40 && ex.method == http.MethodGet && normalise(got.body) != normalise(expected.body); try++ {
+				time.Sleep(100 * time.Millisecond)
+				got = send(t, base, ex)
+			}
+			compare(t, ex.method, got, expected)
+		})
+	}
+}
+
+// TestReplayRealGlanceImageTranscripts replays the images battery recorded
+// from a real Glance against the shim.
+func TestReplayRealGlanceImageTranscripts(t *testing.T) {
+	s := newShim(t, PolicyAdmin)
+	replayImages(t, s.URL, func(ex *exchange) answer { return answer{ex.status, ex.respHeaders, ex.respBody} })
+}
+
+// TestLiveDiffImagesAgainstRealGlance sends the images battery to a real
+// Glance running now and to the shim, in order, and compares the answers.
+func TestLiveDiffImagesAgainstRealGlance(t *testing.T) {
+	glanceURL := os.Getenv("GLANCE_URL")
+	if glanceURL == "" {
+		t.Skip("GLANCE_URL is not set: run 'make test-glance-compat', which starts a real Glance")
+	}
+	cleanGlanceImages(t, glanceURL)
+	s := newShim(t, PolicyAdmin)
+	replayImages(t, s.URL, func(ex *exchange) answer { return send(t, glanceURL, ex) })
+}
+
+// cleanGlanceImages deletes the images the battery creates from the real
+// Glance, so that the battery starts on a Glance with none of them.
+func cleanGlanceImages(t *testing.T, base string) {
+	for {
+		req, _ := http.NewRequest("GET", base+"/v2/images?limit=1000", nil)
+		req.Header.Set("X-Auth-Token", "admin:admin:admin")
+		var list struct{ Images []struct{ ID string } }
+		if err := doJSON(req, http.StatusOK, &list); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Images) == 0 {
+			return
+		}
+		for _, img := range list.Images {
+			for _, r := range []*http.Request{
+				mustRequest("PATCH", base+"/v2/images/"+img.ID, `[{"op":"replace","path":"/protected","value":false}]`, "application/openstack-images-v2.1-json-patch"),
+				mustRequest("DELETE", base+"/v2/images/"+img.ID, "", ""),
+			} {
+				resp, err := http.DefaultClient.Do(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+		}
+	}
+}
+
+func mustRequest(method, url, body, contentType string) *http.Request {
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("X-Auth-Token", "admin:admin:admin")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return req
 }
 
 // TestLiveDiffAgainstRealGlance sends every replayable request to a real

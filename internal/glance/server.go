@@ -36,8 +36,8 @@ type Server struct {
 	// WebDownloadFailure is what a failed web-download leaves its image
 	// in: Queued as in Glance, or Killed to fail fast.
 	WebDownloadFailure tasksv1.ImageFailurePolicy
-	Auth       Auth
-	Namespaces Namespaces
+	Auth               Auth
+	Namespaces         Namespaces
 	// URLPolicy checks import_from at create time, as Glance's
 	// [import_filtering_opts].
 	URLPolicy *urlpolicy.Compiled

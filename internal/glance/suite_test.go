@@ -101,7 +101,7 @@ func newShimWith(t *testing.T, policy Policy, namespaces Namespaces) *shim {
 		t.Fatal(err)
 	}
 	srv := &Server{
-		Cache: taskCache, Writer: k8sClient,
+		Cache: taskCache, Writer: k8sClient, APIReader: k8sClient,
 		Auth:       NewKeystoneHeaders(policy, "http://127.0.0.1:5000/v3"),
 		Namespaces: namespaces,
 		URLPolicy:  compiled,
