@@ -1,6 +1,8 @@
-// Package controllers holds the ImageImportTask reconciler: it runs one
-// batch/v1 Job per task and mirrors what the Job did into the task status.
-// It never fetches a user URL nor touches image bytes.
+// Package controllers holds the ImageImportTask reconciler, which runs one
+// batch/v1 Job per task and mirrors what the Job did into the task status,
+// and the Image reconciler, which keeps each Image's Glance status and
+// removes a deleted Image's data with a cleanup Job. They never fetch a
+// user URL nor touch image bytes.
 package controllers
 
 import (
@@ -100,6 +102,9 @@ type ImageImportTaskReconciler struct {
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;create
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks,verbs=patch
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images,verbs=get;create;patch
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images/status,verbs=get;patch
 
 // Reconcile makes sure a task has its Job and that its status says what the
 // Job did; a finished task is deleted at expiry when it opted in.
@@ -116,11 +121,11 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 
 	var recheck time.Duration
 	if !task.Status.Status.Terminal() {
-		obs, err := r.observe(ctx, task)
+		obs, err := r.observeImport(ctx, task)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		out := observe(task, obs)
+		out := outcomeOf(task, obs)
 		taken := applyOutcome(task, obs, out, r.Clock.Now(), r.TaskTTL)
 		r.record(task, before, obs, taken)
 		if !task.Status.Status.Terminal() {
@@ -134,11 +139,19 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	return res, err
 }
 
-// observe gathers what the task's import did: its Job, and once the Job has
-// finished, the result the last importer pod left.
-func (r *ImageImportTaskReconciler) observe(ctx context.Context, task *tasksv1.ImageImportTask) (observation, error) {
-	if msg := inputProblem(task); msg != "" {
-		return failed(tasksv1.ReasonInvalidInput, msg), nil
+// observeImport gathers what the task's import did: its Job, and once the
+// Job has finished, the result the last importer pod left. Before the Job
+// exists, it links the task to its Image.
+func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tasksv1.ImageImportTask) (observation, error) {
+	if rf := task.Spec.RecordedFailure; rf != nil {
+		// A record of an import that failed before it could run (the
+		// shim's): it never gets a Job.
+		if task.Spec.Image != nil {
+			if err := r.labelTask(ctx, task); err != nil {
+				return observation{}, err
+			}
+		}
+		return failed(rf.Reason, truncate(rf.Message, 1024)), nil
 	}
 	job, err := r.currentJob(ctx, task)
 	switch {
@@ -149,6 +162,9 @@ func (r *ImageImportTaskReconciler) observe(ctx context.Context, task *tasksv1.I
 		// was cancelled behind our back and must not silently run again.
 		return failed(tasksv1.ReasonJobDeleted, "The import Job was deleted before the import finished."), nil
 	case job == nil:
+		if refused, err := r.linkImage(ctx, task); refused != nil || err != nil {
+			return ptr.Deref(refused, observation{}), err
+		}
 		if obs, waiting, err := r.waitForStoreClaim(ctx, task); waiting || err != nil {
 			return obs, err
 		}
@@ -185,21 +201,6 @@ func (r *ImageImportTaskReconciler) observe(ctx context.Context, task *tasksv1.I
 
 func failed(reason, message string) observation {
 	return observation{failure: &outcome{tasksv1.TaskFailure, reason, message}}
-}
-
-// inputProblem is Glance's message for an input that cannot be imported
-// (Glance accepts such a task and fails it when it runs); empty when fine.
-func inputProblem(task *tasksv1.ImageImportTask) string {
-	in := task.Spec.Input
-	switch {
-	case task.Annotations[tasksv1.AnnotationInputProblem] != "":
-		return truncate(task.Annotations[tasksv1.AnnotationInputProblem], 1024)
-	case in.ImportFromFormat == "":
-		return "Input does not contain 'import_from_format' field"
-	case in.ImageProperties == nil:
-		return "Input does not contain 'image_properties' field"
-	}
-	return ""
 }
 
 // currentJob returns the task's Job, nil when there is none.
@@ -437,12 +438,8 @@ func (r *ImageImportTaskReconciler) expire(ctx context.Context, task *tasksv1.Im
 	return ctrl.Result{}, nil
 }
 
-// expiryPolicy is the task's, with the shim's annotation taking precedence.
+// expiryPolicy is the task's (Retain when unset).
 func expiryPolicy(task *tasksv1.ImageImportTask) tasksv1.ExpiryPolicy {
-	if p := tasksv1.ExpiryPolicy(task.Annotations[tasksv1.AnnotationExpiryPolicy]); slices.Contains(
-		[]tasksv1.ExpiryPolicy{tasksv1.ExpiryPolicyRetain, tasksv1.ExpiryPolicyDelete}, p) {
-		return p
-	}
 	return cmp.Or(task.Spec.ExpiryPolicy, tasksv1.ExpiryPolicyRetain)
 }
 

@@ -190,29 +190,52 @@ func TestFailures(t *testing.T) {
 	}
 }
 
-func TestInputGlanceFailsAtRunTime(t *testing.T) {
+// TestRecordedFailureFailsAtOnce: a task that records an import that failed
+// before it could run (the shim's accept-then-fail tasks) fails with its
+// spec's reason and message, and never gets a Job.
+func TestRecordedFailureFailsAtOnce(t *testing.T) {
 	ns := newNamespace(t)
 	for name, mutate := range map[string]func(*tasksv1.ImageImportTask){
-		"Input does not contain 'import_from_format' field": func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImportFromFormat = "" },
-		"Input does not contain 'image_properties' field":   func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImageProperties = nil },
-		"Task failed due to Internal Error": func(t *tasksv1.ImageImportTask) {
-			t.Annotations = map[string]string{tasksv1.AnnotationInputProblem: "Task failed due to Internal Error"}
+		"without importFromFormat": func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImportFromFormat = "" },
+		"without imageProperties":  func(t *tasksv1.ImageImportTask) { t.Spec.Input.ImageProperties = nil },
+		"complete input":           func(t *tasksv1.ImageImportTask) {},
+		"into an image": func(t *tasksv1.ImageImportTask) {
+			t.Spec.Image = &tasksv1.ImageReference{Name: "some-image"}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
 			task := sampleTask(ns, "")
-			task.GenerateName = "bad-input-"
+			task.GenerateName = "recorded-"
+			task.Spec.RecordedFailure = &tasksv1.RecordedFailure{Reason: "InvalidInput", Message: "Recorded: " + name}
 			mutate(task)
 			before := failureMetricsFor(tasksv1.ReasonInvalidInput)
 			createTask(t, task)
 			got := waitForStatus(t, task, tasksv1.TaskFailure)
-			g.Expect(got.Status.Message).To(Equal(name))
+			g.Expect(got.Status.Message).To(Equal("Recorded: " + name))
 			g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonInvalidInput))
 			expectFailureRecorded(t, task, tasksv1.ReasonInvalidInput, tasksv1.ReasonInvalidInput, before)
-			g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty(), "no Job for an input that cannot run")
+			g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty(), "no Job for a recorded failure")
+			if task.Spec.Image != nil {
+				g.Expect(got.Labels).To(HaveKeyWithValue(tasksv1.LabelImageID, "some-image"))
+			}
+			var images tasksv1.ImageList
+			g.Expect(k8sClient.List(context.Background(), &images, client.InNamespace(ns))).To(Succeed())
+			g.Expect(images.Items).To(BeEmpty(), "a recorded failure creates no image")
 		})
 	}
+}
+
+// TestShimAnnotationsAreNotRead: the annotations the shim used to write
+// (input problem, expiry policy) are no longer the controller's business.
+func TestShimAnnotationsAreNotRead(t *testing.T) {
+	g := NewWithT(t)
+	task := sampleTask(newNamespace(t), "annotated")
+	task.Annotations = map[string]string{tasksv1.AnnotationInputProblem: "Task failed due to Internal Error"}
+	createTask(t, task)
+	waitForJob(t, task)
+	got := waitForStatus(t, task, tasksv1.TaskPending)
+	g.Expect(got.Status.Message).To(BeEmpty())
 }
 
 func TestJobDeletedBehindTheControllersBack(t *testing.T) {
@@ -316,9 +339,10 @@ func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
 	plain := sampleTask(ns, "plain")
 	bySpec := sampleTask(ns, "by-spec")
 	bySpec.Spec.ExpiryPolicy = tasksv1.ExpiryPolicyDelete
-	byShim := sampleTask(ns, "by-shim")
-	byShim.Annotations = map[string]string{tasksv1.AnnotationExpiryPolicy: "Delete"}
-	tasks := []*tasksv1.ImageImportTask{plain, bySpec, byShim}
+	// The shim's old annotation is not read: only spec.expiryPolicy is.
+	annotated := sampleTask(ns, "annotated")
+	annotated.Annotations = map[string]string{tasksv1.AnnotationExpiryPolicy: "Delete"}
+	tasks := []*tasksv1.ImageImportTask{plain, bySpec, annotated}
 	for _, task := range tasks {
 		task.Labels = labels
 		createTask(t, task)
@@ -342,7 +366,6 @@ func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
 
 	clk.Step(expiresAt.Sub(clk.Now()) + time.Second)
 	g.Eventually(gone(bySpec), wait).Should(BeTrue(), "expiryPolicy: Delete")
-	g.Eventually(gone(byShim), wait).Should(BeTrue(), "the shim's annotation")
 
 	// The requeues at expiresAt fired; a plain task reconciled now, past
 	// its expiry, stays, and asks for no requeue.
@@ -350,6 +373,7 @@ func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(res).To(Equal(reconcile.Result{}))
 	g.Consistently(gone(plain), 2*time.Second).Should(BeFalse(), "a plain task is never deleted")
+	g.Expect(gone(annotated)()).To(BeFalse(), "the expiry-policy annotation is not read")
 }
 
 func TestMetricsServed(t *testing.T) {

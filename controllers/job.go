@@ -80,7 +80,8 @@ const (
 // and a retried import overwrites its own earlier attempt, never another's.
 var imageNamespace = uuid.MustParse("5c0b5a4e-3f2d-4a4e-9c1b-7d1f3f0e6a10")
 
-// imageID is the Glance image id a task imports into.
+// imageID is the Glance image id of the Image a task without spec.image
+// creates (taskImageID is the id of any task's image).
 func imageID(t *tasksv1.ImageImportTask) string {
 	return uuid.NewSHA1(imageNamespace, []byte(t.UID)).String()
 }
@@ -102,7 +103,7 @@ func jobName(t *tasksv1.ImageImportTask) string {
 
 // storeLocation is where a task's image lands, as a URL users can read.
 func storeLocation(t *tasksv1.ImageImportTask, claim string) string {
-	return "pvc://" + t.Namespace + "/" + claim + "/" + imageID(t)
+	return "pvc://" + t.Namespace + "/" + claim + "/" + taskImageID(t)
 }
 
 // desiredJob builds the Job that runs a task's import. It is pure: the
@@ -113,6 +114,7 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 		"app.kubernetes.io/managed-by": "image-import-operator",
 		tasksv1.LabelTaskName:          truncateLabel(t.Name),
 		tasksv1.LabelTaskUID:           string(t.UID),
+		tasksv1.LabelImageID:           taskImageID(t),
 	}
 	volumes, mounts := importerVolumes(t, cfg)
 	return &batchv1.Job{
@@ -213,7 +215,7 @@ func importerArgs(t *tasksv1.ImageImportTask) []string {
 		"--target-format=" + string(in.ImageProperties.DiskFormat),
 		"--container-format=" + string(in.ImageProperties.ContainerFormat), // ova: the source is a tar holding the disk
 		"--dest=" + storeMountPath,
-		"--image-id=" + imageID(t),
+		"--image-id=" + taskImageID(t),
 		"--result-file=" + corev1.TerminationMessagePathDefault,
 		"--connect-timeout=" + strconv.Itoa(int(ptr.Deref(src.ConnectTimeoutSeconds, 30))) + "s",
 		"--idle-timeout=" + strconv.Itoa(int(ptr.Deref(src.IdleTimeoutSeconds, 60))) + "s",

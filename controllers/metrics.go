@@ -17,9 +17,13 @@ type Metrics struct {
 	retries  prometheus.Counter
 	failures *prometheus.CounterVec
 	problems *prometheus.CounterVec
+
+	imageTransitions *prometheus.CounterVec
+	imageDeletions   *prometheus.CounterVec
+	cleanupFailures  prometheus.Counter
 }
 
-// NewMetrics registers the operator's metrics. Tasks by status are counted
+// NewMetrics registers the operator's metrics. Tasks and images by status are counted
 // from reader (the manager's cache) when Prometheus scrapes, so the figure
 // is right after a restart and across replicas.
 func NewMetrics(reg prometheus.Registerer, reader client.Reader) *Metrics {
@@ -42,7 +46,20 @@ func NewMetrics(reg prometheus.Registerer, reader client.Reader) *Metrics {
 			Help: "Times a task's importer was found unable to start, by reason (StoreClaimMissing, Unschedulable, ImagePullFailed, QuotaExceeded, ...).",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.duration, m.retries, m.failures, m.problems, &taskCollector{reader: reader})
+	m.imageTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imageimport_image_transitions_total",
+		Help: "Images that moved to a Glance status (queued, importing, active, killed, deleted).",
+	}, []string{"status"})
+	m.imageDeletions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imageimport_image_deletions_total",
+		Help: "Deleted Images let go, by outcome: removed (a cleanup Job removed the data), nodata (there was none), storegone (the namespace or the store claim went first).",
+	}, []string{"outcome"})
+	m.cleanupFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "imageimport_image_cleanup_failures_total",
+		Help: "Cleanup Jobs that failed to remove a deleted Image's data (another one runs).",
+	})
+	reg.MustRegister(m.duration, m.retries, m.failures, m.problems, &taskCollector{reader: reader},
+		m.imageTransitions, m.imageDeletions, m.cleanupFailures, &imageCollector{reader: reader})
 	return m
 }
 
@@ -113,5 +130,57 @@ func (c *taskCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(tasksDesc, prometheus.GaugeValue, float64(n), string(s))
+	}
+}
+
+// observeImageTransition counts an Image that moved to status to.
+func (m *Metrics) observeImageTransition(to tasksv1.ImagePhase) {
+	if m != nil {
+		m.imageTransitions.WithLabelValues(string(to)).Inc()
+	}
+}
+
+// observeImageDeletion counts an Image let go after its deletion, by
+// outcome: removed (a cleanup Job removed its data), nodata (it held none),
+// storegone (its namespace or store claim went first).
+func (m *Metrics) observeImageDeletion(outcome string) {
+	if m != nil {
+		m.imageDeletions.WithLabelValues(outcome).Inc()
+	}
+}
+
+// observeCleanupFailure counts a cleanup Job that failed.
+func (m *Metrics) observeCleanupFailure() {
+	if m != nil {
+		m.cleanupFailures.Inc()
+	}
+}
+
+var imagesDesc = prometheus.NewDesc("imageimport_images",
+	"Images by Glance status.", []string{"status"}, nil)
+
+// imageCollector counts images by status at scrape time.
+type imageCollector struct {
+	reader client.Reader
+}
+
+func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- imagesDesc }
+
+func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var list tasksv1.ImageList
+	if err := c.reader.List(ctx, &list); err != nil {
+		ch <- prometheus.NewInvalidMetric(imagesDesc, err)
+		return
+	}
+	counts := map[tasksv1.ImagePhase]int{
+		tasksv1.ImageQueued: 0, tasksv1.ImageImporting: 0, tasksv1.ImageActive: 0, tasksv1.ImageKilled: 0, tasksv1.ImageDeleted: 0,
+	}
+	for i := range list.Items {
+		counts[phaseName(list.Items[i].Status.Status)]++ // not reconciled yet: queued
+	}
+	for s, n := range counts {
+		ch <- prometheus.MustNewConstMetric(imagesDesc, prometheus.GaugeValue, float64(n), string(s))
 	}
 }

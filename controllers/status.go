@@ -19,8 +19,9 @@ import (
 
 // observation is what the reconciler saw of a task's import.
 type observation struct {
-	// failure is decided without a running Job: an input that cannot be
-	// imported, a Job deleted before it finished, a Job that is not ours.
+	// failure is decided without a running Job: a recorded failure, an
+	// Image that cannot be imported into, a Job deleted before it
+	// finished, a Job that is not ours.
 	failure *outcome
 	// job is the task's Job; nil when there is none.
 	job *batchv1.Job
@@ -53,8 +54,8 @@ type transition struct {
 	message  string
 }
 
-// observe computes the outcome of an observation. It is pure.
-func observe(t *tasksv1.ImageImportTask, o observation) outcome {
+// outcomeOf computes the outcome of an observation. It is pure.
+func outcomeOf(t *tasksv1.ImageImportTask, o observation) outcome {
 	switch {
 	case o.failure != nil:
 		return *o.failure
@@ -196,7 +197,7 @@ func finish(t *tasksv1.ImageImportTask, o observation, now time.Time, ttl time.D
 		return
 	}
 	r := o.result
-	st.Result = &tasksv1.TaskResult{ImageID: r.ImageID}
+	st.Result = &tasksv1.TaskResult{ImageID: taskImageID(t)}
 	// The importer's last push may not have arrived (it exits at once), and
 	// its bytes were the last phase's: the stored image is all done.
 	st.Progress = &tasksv1.Progress{Phase: phase(st.Status), Percent: ptr.To[int32](100), BytesDone: r.Size, BytesTotal: r.Size}

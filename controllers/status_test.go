@@ -77,8 +77,8 @@ func TestObserve(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := observe(sampleTask("ns", "t"), tc.obs); got != tc.want {
-				t.Errorf("observe() = %+v, want %+v", got, tc.want)
+			if got := outcomeOf(sampleTask("ns", "t"), tc.obs); got != tc.want {
+				t.Errorf("outcomeOf() = %+v, want %+v", got, tc.want)
 			}
 		})
 	}
@@ -125,7 +125,7 @@ func TestApplyOutcome(t *testing.T) {
 	job := jobWith(0, 0, batchv1.JobComplete)
 	job.Status.CompletionTime = &metav1.Time{Time: now.Add(-time.Minute)}
 	obs := observation{job: job, result: &importresult.Result{ImageID: "img", Size: 10, DiskFormat: "raw"}, storeLocation: "pvc://ns/store/img"}
-	taken := applyOutcome(task, obs, observe(task, obs), now, time.Hour)
+	taken := applyOutcome(task, obs, outcomeOf(task, obs), now, time.Hour)
 
 	g.Expect(taken).To(HaveLen(3), "pending, processing, success")
 	g.Expect(taken[1].reason).To(Equal(tasksv1.ReasonImporting))
@@ -151,7 +151,7 @@ func TestUnpackedSourceInTheStatus(t *testing.T) {
 	job := jobWith(0, 0, batchv1.JobComplete)
 	obs := observation{job: job, result: &importresult.Result{ImageID: "img", Size: 10, DiskFormat: "raw", Unpacked: &importresult.Unpacked{
 		Compression: "xz", CompressedSize: 4, UncompressedSize: 20, DiskSize: 12, OVAEntry: "disk1.vmdk", OVFName: "appliance", OVFProduct: "Appliance OS"}}}
-	applyOutcome(task, obs, observe(task, obs), now, time.Hour)
+	applyOutcome(task, obs, outcomeOf(task, obs), now, time.Hour)
 	g.Expect(task.Status.Image.ContainerFormat).To(Equal("bare"))
 	g.Expect(task.Status.Image.Unpacked).To(Equal(&tasksv1.UnpackedSource{
 		Compression: "xz", CompressedSize: 4, UncompressedSize: 20, OVAEntry: "disk1.vmdk", OVFName: "appliance", OVFProduct: "Appliance OS"}))
@@ -174,7 +174,7 @@ func TestAttemptsCountAPodNotYetCounted(t *testing.T) {
 		job := jobWith(0, 0, batchv1.JobFailed)
 		obs := observation{job: job}
 		edit(job, &obs)
-		applyOutcome(task, obs, observe(task, obs), now, time.Hour)
+		applyOutcome(task, obs, outcomeOf(task, obs), now, time.Hour)
 		g.Expect(task.Status.Status).To(Equal(tasksv1.TaskFailure), name)
 		g.Expect(task.Status.Attempts).To(Equal(int32(1)), name)
 	}
@@ -196,14 +196,14 @@ func TestDeadlineRemembersWhyTheImporterDidNotStart(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	task := sampleTask("ns", "t")
 	pulling := observation{job: jobWith(0, 0), waiting: &problem{tasksv1.ReasonImagePullFailed, "The importer image cannot be pulled: ErrImagePull: not found"}}
-	applyOutcome(task, pulling, observe(task, pulling), now, time.Hour)
+	applyOutcome(task, pulling, outcomeOf(task, pulling), now, time.Hour)
 	g.Expect(task.Status.Status).To(Equal(tasksv1.TaskPending))
 	g.Expect(task.Status.Message).To(Equal("The importer image cannot be pulled: ErrImagePull: not found"))
 
 	job := jobWith(0, 0, batchv1.JobFailureTarget, batchv1.JobFailed)
 	job.Status.Conditions[1].Reason = batchv1.JobReasonDeadlineExceeded
 	gone := observation{job: job} // no pod left to tell
-	out := observe(task, gone)
+	out := outcomeOf(task, gone)
 	g.Expect(out).To(Equal(outcome{tasksv1.TaskFailure, tasksv1.ReasonImagePullFailed,
 		"The import did not finish within 3600 seconds: The importer image cannot be pulled: ErrImagePull: not found"}))
 }

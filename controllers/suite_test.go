@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -35,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/go-logr/logr"
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
@@ -90,6 +92,10 @@ func TestMain(m *testing.M) {
 	k8sClient, err = client.New(testCfg, client.Options{Scheme: testScheme})
 	if err != nil {
 		panic(err)
+	}
+	if err := applyManifests(filepath.Join("..", "config", "policy", "protected_images.yaml")); err != nil {
+		fmt.Fprintln(os.Stderr, "installing the admission policy:", err)
+		os.Exit(1)
 	}
 	testMetrics = NewMetrics(metrics.Registry, k8sClient)
 	metricsAddr = freeLoopbackAddr()
@@ -148,6 +154,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&tasksv1.ImageImportTask{}: {Label: labels.NewSelector().Add(*mine)},
+			&tasksv1.Image{}:           {Label: labels.NewSelector().Add(*mine)},
 		}},
 	})
 	if err != nil {
@@ -166,6 +173,20 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		MaxConcurrentReconciles: 4,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
+		panic(err)
+	}
+	images := &ImageReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("image-import-operator"),
+		Clock:     r.Clock,
+		Metrics:   testMetrics,
+		Importer:  testImporterConfig(),
+		// A failed cleanup Job is replaced in a test's time.
+		CleanupRetry: time.Second,
+	}
+	if err := images.SetupWithManager(mgr); err != nil {
 		panic(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -216,6 +237,25 @@ func testImporterConfig() ImporterConfig {
 		Limits:         ImportLimits{MaxImageSize: 64 << 30, MaxVirtualSize: 1 << 40, MinTransferRate: 1024, Sandbox: "required"},
 		Args:           []string{"--allowed-hosts=images.test"},
 	}
+}
+
+// applyManifests creates the objects of a multi-document YAML file, as
+// kubectl apply would on a fresh cluster.
+func applyManifests(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := k8sClient.Create(context.Background(), obj); err != nil {
+			return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return nil
 }
 
 func freeLoopbackAddr() string {
@@ -325,9 +365,10 @@ func (w panicWatch) WithValues(kv ...any) logr.LogSink {
 }
 func (w panicWatch) WithName(name string) logr.LogSink { return panicWatch{w.LogSink.WithName(name)} }
 
-// reconcilePanics is controller-runtime's count of the reconciler's panics.
+// reconcilePanics is controller-runtime's count of the reconcilers' panics.
 func reconcilePanics() float64 {
-	return gathered("controller_runtime_reconcile_panics_total", map[string]string{"controller": "imageimporttask"})
+	return gathered("controller_runtime_reconcile_panics_total", map[string]string{"controller": "imageimporttask"}) +
+		gathered("controller_runtime_reconcile_panics_total", map[string]string{"controller": "image"})
 }
 
 // failOnPanics fails the test when a reconciler panicked while it ran.

@@ -50,6 +50,9 @@ const (
 	ReasonKilled = "Killed"
 	// ReasonDeleting: the image is being deleted and its data removed.
 	ReasonDeleting = "Deleting"
+	// ReasonImportTaskDeleted: the task that imported into the image was
+	// deleted before it ended.
+	ReasonImportTaskDeleted = "ImportTaskDeleted"
 	// ReasonCleanupFailed: the Job that removes the image's data failed;
 	// another one runs.
 	ReasonCleanupFailed = "CleanupFailed"

@@ -1,0 +1,367 @@
+package controllers
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+)
+
+// DefaultCleanupRetry is the pause before another cleanup Job, after one
+// failed: long enough not to spin on a store that cannot mount.
+const DefaultCleanupRetry = 30 * time.Second
+
+// importerExitRecheck is how often the deletion of an image looks again
+// for importer pods still running, which no watch of ours reports.
+const importerExitRecheck = 10 * time.Second
+
+// ImageReconciler reconciles Images: it queues new ones, settles an
+// import from its task's terminal status, and removes a deleted image's
+// data with a cleanup Job before it lets the image go.
+type ImageReconciler struct {
+	client.Client
+	// APIReader reads around the cache: importer pods (not cached by this
+	// controller), and tasks and namespaces the cache may not have yet.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  recorder.EventRecorder
+	Clock     clock.Clock
+	Metrics   *Metrics
+	// Importer is the image the cleanup Job runs, and the store claim of
+	// images whose location names none.
+	Importer ImporterConfig
+	// MaxConcurrentReconciles bounds the reconciles that run at once.
+	MaxConcurrentReconciles int
+	// CleanupRetry is the pause before another cleanup Job after one
+	// failed (DefaultCleanupRetry if zero).
+	CleanupRetry time.Duration
+}
+
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images/finalizers,verbs=update
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch
+
+// Reconcile moves an Image along Glance's image statuses and removes the
+// data of a deleted one.
+func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	img := &tasksv1.Image{}
+	if err := r.Get(ctx, req.NamespacedName, img); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	w := &imageWrite{r: r, before: img.DeepCopy(), img: img}
+	defer func() { retErr = w.flush(ctx, retErr) }()
+	note := w.note
+
+	now := r.Clock.Now()
+	note(initImage(img, now))
+	ev, err := r.settle(ctx, img, now)
+	note(ev)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !img.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, w)
+	}
+	return ctrl.Result{}, r.repairFinalizer(ctx, w)
+}
+
+// settle ends the image's import once its task has ended (settleImport),
+// or once the task is gone.
+func (r *ImageReconciler) settle(ctx context.Context, img *tasksv1.Image, now time.Time) (*imageEvent, error) {
+	name := img.Status.ImportTask
+	if name == "" || (img.Status.Status != tasksv1.ImageImporting && img.Status.Status != tasksv1.ImageDeleted) {
+		return nil, nil
+	}
+	task, err := r.task(ctx, img.Namespace, name)
+	switch {
+	case err != nil:
+		return nil, err
+	case task == nil && img.Status.Status == tasksv1.ImageImporting:
+		return cancelImport(img, now), nil
+	case task == nil:
+		return nil, nil
+	}
+	return settleImport(img, task, now), nil
+}
+
+// task reads a task, from the cache or else the API server; nil when it
+// does not exist.
+func (r *ImageReconciler) task(ctx context.Context, namespace, name string) (*tasksv1.ImageImportTask, error) {
+	key := client.ObjectKey{Namespace: namespace, Name: name}
+	task := &tasksv1.ImageImportTask{}
+	err := r.Get(ctx, key, task)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, task) // a task the cache has not seen yet
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading ImageImportTask %s: %w", name, err)
+	}
+	return task, nil
+}
+
+// repairFinalizer puts back the data finalizer on an image that has, or
+// may get, data: the task adds it before its Job, but a finalizer removed
+// by hand must not let the data leak.
+func (r *ImageReconciler) repairFinalizer(ctx context.Context, w *imageWrite) error {
+	img := w.img
+	st := img.Status
+	if controllerutil.ContainsFinalizer(img, tasksv1.FinalizerImageData) ||
+		(st.Status != tasksv1.ImageImporting && st.Status != tasksv1.ImageActive && st.Location == "") {
+		return nil
+	}
+	if err := w.flush(ctx, nil); err != nil {
+		return err
+	}
+	held := img.DeepCopy()
+	controllerutil.AddFinalizer(held, tasksv1.FinalizerImageData)
+	return r.Patch(ctx, held, client.MergeFromWithOptions(img, client.MergeFromWithOptimisticLock{}))
+}
+
+// reconcileDelete removes a deleted image's data, then lets it go. It
+// waits for an import into the image to end rather than stopping it: the
+// import is the task's, which its owner may still want to see end, and an
+// importer pod stopped mid-way may still write the file after a cleanup
+// that ran beside it. Deleting the task stops the import at once.
+func (r *ImageReconciler) reconcileDelete(ctx context.Context, w *imageWrite) (ctrl.Result, error) {
+	img, note := w.img, w.note
+	if !controllerutil.ContainsFinalizer(img, tasksv1.FinalizerImageData) {
+		return ctrl.Result{}, nil
+	}
+	if img.Status.Status != tasksv1.ImageDeleted {
+		note(&imageEvent{reason: tasksv1.ReasonDeleting, note: fmt.Sprintf("Image is being deleted (was %s)", phaseName(img.Status.Status))})
+		img.Status.Status = tasksv1.ImageDeleted
+		img.Status.UpdatedAt = &metav1.Time{Time: r.Clock.Now()}
+	}
+	running, err := r.importRunning(ctx, img)
+	if err != nil || running != "" {
+		setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Waiting for the import to end: "+running)
+		return ctrl.Result{RequeueAfter: importerExitRecheck}, err
+	}
+	if img.Status.Location == "" {
+		return ctrl.Result{}, r.release(ctx, w, "nodata", "Image deleted: it held no data")
+	}
+	if gone, err := r.storeGone(ctx, img); err != nil || gone != "" {
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.release(ctx, w, "storegone", "Image deleted without removing its data: "+gone)
+	}
+	return r.cleanup(ctx, w)
+}
+
+// importRunning says what import into the image still runs: the task that
+// claimed it, while it has not ended, or an importer pod writing its id
+// (that of a task deleted a moment ago); "" when none.
+func (r *ImageReconciler) importRunning(ctx context.Context, img *tasksv1.Image) (string, error) {
+	if name := img.Status.ImportTask; name != "" {
+		task, err := r.task(ctx, img.Namespace, name)
+		if err != nil {
+			return "", err
+		}
+		if task != nil && task.DeletionTimestamp.IsZero() && !task.Status.Status.Terminal() {
+			return "task " + name + " has not ended", nil
+		}
+	}
+	var pods corev1.PodList
+	err := r.APIReader.List(ctx, &pods, client.InNamespace(img.Namespace),
+		client.MatchingLabels{tasksv1.LabelImageID: img.Name, "app.kubernetes.io/name": "image-importer"})
+	if err != nil {
+		return "", fmt.Errorf("listing the importer pods of Image %s: %w", img.Name, err)
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			return "importer pod " + p.Name + " is still running", nil
+		}
+	}
+	return "", nil
+}
+
+// storeGone says why the image's data cannot be removed because the store
+// itself goes: its namespace is being deleted (no pod may start there) or
+// its claim is gone; "" when the cleanup can run.
+func (r *ImageReconciler) storeGone(ctx context.Context, img *tasksv1.Image) (string, error) {
+	ns := &corev1.Namespace{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: img.Namespace}, ns); err != nil {
+		return "", client.IgnoreNotFound(err)
+	}
+	if !ns.DeletionTimestamp.IsZero() {
+		return fmt.Sprintf("namespace %s is being deleted, with the store claim", img.Namespace), nil
+	}
+	claim := storeClaimOf(img, r.Importer.StoreClaimName)
+	pvc := &corev1.PersistentVolumeClaim{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: img.Namespace, Name: claim}, pvc)
+	switch {
+	case apierrors.IsNotFound(err):
+		return fmt.Sprintf("the store claim %s does not exist", claim), nil
+	case err != nil:
+		return "", fmt.Errorf("reading PersistentVolumeClaim %s: %w", claim, err)
+	case !pvc.DeletionTimestamp.IsZero():
+		return fmt.Sprintf("the store claim %s is being deleted", claim), nil
+	}
+	return "", nil
+}
+
+// cleanup runs the Job that removes the image's data and lets the image go
+// once it has; a failed Job is counted, told, and replaced after a pause.
+func (r *ImageReconciler) cleanup(ctx context.Context, w *imageWrite) (ctrl.Result, error) {
+	img, note := w.img, w.note
+	job := &batchv1.Job{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: img.Namespace, Name: cleanupJobName(img)}, job)
+	if apierrors.IsNotFound(err) {
+		return ctrl.Result{}, r.createCleanupJob(ctx, img)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !job.DeletionTimestamp.IsZero() {
+		return ctrl.Result{RequeueAfter: time.Second}, nil // the failed one is still going
+	}
+	done := finishedCondition(job)
+	switch {
+	case done == nil:
+		setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Job "+job.Name+" removes the image's data")
+		return ctrl.Result{}, nil
+	case done.Type == batchv1.JobComplete:
+		return ctrl.Result{}, r.release(ctx, w, "removed", "Image deleted: Job "+job.Name+" removed its data")
+	}
+	retry := cmp.Or(r.CleanupRetry, DefaultCleanupRetry)
+	msg := fmt.Sprintf("Job %s failed to remove the image's data (%s: %s); another one starts in %s",
+		job.Name, done.Reason, done.Message, retry)
+	setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonCleanupFailed, msg)
+	note(&imageEvent{warning: true, reason: tasksv1.ReasonCleanupFailed, note: truncate(msg, 1024)})
+	r.Metrics.observeCleanupFailure()
+	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+	return ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
+}
+
+func (r *ImageReconciler) createCleanupJob(ctx context.Context, img *tasksv1.Image) error {
+	job := desiredCleanupJob(img, r.Importer)
+	if err := ctrl.SetControllerReference(img, job, r.Scheme); err != nil {
+		return err
+	}
+	err := r.Create(ctx, job)
+	if apierrors.IsAlreadyExists(err) {
+		return nil // an earlier reconcile's, which the cache has not seen: its watch event brings us back
+	}
+	if err != nil {
+		return fmt.Errorf("creating cleanup Job %s: %w", job.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Created cleanup Job", "job", klog.KObj(job))
+	setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Job "+job.Name+" removes the image's data")
+	r.Recorder.Eventf(img, job, corev1.EventTypeNormal, "CleanupJobCreated", "Delete", "Created Job %s to remove the image's data", job.Name)
+	return nil
+}
+
+// release removes the data finalizer: the API server then deletes the
+// image. The status goes first: it says why, until the image is gone.
+func (r *ImageReconciler) release(ctx context.Context, w *imageWrite, outcome, message string) error {
+	if err := w.flush(ctx, nil); err != nil {
+		return err
+	}
+	img := w.img
+	released := img.DeepCopy()
+	controllerutil.RemoveFinalizer(released, tasksv1.FinalizerImageData)
+	if err := r.Patch(ctx, released, client.MergeFromWithOptions(img, client.MergeFromWithOptimisticLock{})); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	typ := corev1.EventTypeNormal
+	if outcome == "storegone" {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(img, nil, typ, "Deleted", "Delete", "%s", truncate(message, 1024))
+	r.Metrics.observeImageDeletion(outcome)
+	ctrl.LoggerFrom(ctx).Info("Released deleted Image", "outcome", outcome)
+	return nil
+}
+
+// imageWrite is what a reconcile changes in an Image's status, and the
+// transitions to tell. It is written before any change of the image's
+// metadata (finalizers) and at the end of the reconcile, with an
+// optimistic lock: the task reconciler claims images concurrently, and a
+// status computed from a stale read must not undo its claim.
+type imageWrite struct {
+	r      *ImageReconciler
+	before *tasksv1.Image
+	img    *tasksv1.Image
+	events []imageEvent
+}
+
+func (w *imageWrite) note(e *imageEvent) {
+	if e != nil {
+		w.events = append(w.events, *e)
+	}
+}
+
+// flush writes the status when it changed, then tells its transitions.
+func (w *imageWrite) flush(ctx context.Context, retErr error) error {
+	r, img := w.r, w.img
+	if retErr == nil {
+		img.Status.ObservedGeneration = img.Generation
+	}
+	if !equality.Semantic.DeepEqual(w.before.Status, img.Status) {
+		err := r.Status().Patch(ctx, img, client.MergeFromWithOptions(w.before, client.MergeFromWithOptimisticLock{}))
+		if client.IgnoreNotFound(err) != nil {
+			return kerrors.NewAggregate([]error{retErr, err})
+		}
+	}
+	for _, e := range w.events {
+		typ := corev1.EventTypeNormal
+		if e.warning {
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(img, nil, typ, e.reason, "Transition", "%s", e.note)
+	}
+	if w.before.Status.Status != img.Status.Status {
+		r.Metrics.observeImageTransition(img.Status.Status)
+	}
+	w.events, w.before = nil, img.DeepCopy()
+	return retErr
+}
+
+// SetupWithManager registers the reconciler: it watches Images, the
+// cleanup Jobs they own, and the tasks that import into them.
+func (r *ImageReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tasksv1.Image{}).
+		Owns(&batchv1.Job{}).
+		Watches(&tasksv1.ImageImportTask{}, handler.EnqueueRequestsFromMapFunc(imageOfTask)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		Named("image").
+		Complete(r)
+}
+
+// imageOfTask maps a task to the Image it fills.
+func imageOfTask(_ context.Context, obj client.Object) []reconcile.Request {
+	task := obj.(*tasksv1.ImageImportTask)
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: task.Namespace, Name: taskImageID(task)}}}
+}

@@ -1,0 +1,484 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+)
+
+// queuedImage creates an Image as the shim does: named by a Glance id,
+// spec filled, no status.
+func queuedImage(t *testing.T, ns, name string) *tasksv1.Image {
+	t.Helper()
+	img := &tasksv1.Image{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       tasksv1.ImageSpec{Name: "cirros", DiskFormat: "raw", ContainerFormat: "bare"},
+	}
+	NewWithT(t).Expect(k8sClient.Create(context.Background(), img)).To(Succeed())
+	return img
+}
+
+// importInto is a task that fills the named Image, as the shim's
+// web-download import creates it.
+func importInto(ns, name, image string, onFailure tasksv1.ImageFailurePolicy) *tasksv1.ImageImportTask {
+	task := sampleTask(ns, name)
+	task.Spec.Image = &tasksv1.ImageReference{Name: image, OnFailure: onFailure}
+	return task
+}
+
+// waitForImage waits until the Image has the status and returns it.
+func waitForImage(t *testing.T, ns, name string, status tasksv1.ImagePhase) *tasksv1.Image {
+	t.Helper()
+	img := &tasksv1.Image{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, img)).To(Succeed())
+		g.Expect(img.Status.Status).To(Equal(status), "conditions: %+v", img.Status.Conditions)
+	}, wait).Should(Succeed())
+	return img
+}
+
+func imageGone(ns, name string) func() bool {
+	return func() bool {
+		err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &tasksv1.Image{})
+		return apierrors.IsNotFound(err)
+	}
+}
+
+// succeed plays the importer and the Job controller of a successful import.
+func succeed(t *testing.T, task *tasksv1.ImageImportTask, res importresult.Result) {
+	t.Helper()
+	job := waitForJob(t, task)
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, res), time.Now())
+	completeJob(t, job)
+}
+
+// failPermanently plays an importer that refused the source.
+func failPermanently(t *testing.T, task *tasksv1.ImageImportTask, why string) {
+	t.Helper()
+	job := waitForJob(t, task)
+	res := importresult.Result{Reason: importresult.ReasonUnsafeImage, Error: why}
+	finishPod(t, job, job.Name+"-a", 2, resultJSON(t, res), time.Now())
+	failJob(t, job, batchv1.JobReasonPodFailurePolicy, 1)
+}
+
+// eventsRegarding lists the events about the object with uid in ns.
+func eventsRegarding(t *testing.T, ns string, uid types.UID) []taskEvent {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := k8sClient.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var events []taskEvent
+	for _, e := range list.Items {
+		if e.Regarding.UID == uid {
+			events = append(events, taskEvent{e.Type, e.Reason, e.Note})
+		}
+	}
+	return events
+}
+
+func imageTransitions(status tasksv1.ImagePhase) float64 {
+	return gathered("imageimport_image_transitions_total", map[string]string{"status": string(status)})
+}
+
+func TestTaskCreatesItsImage(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	task := sampleTask(ns, "own")
+	task.Spec.Input.ImageProperties = &tasksv1.ImageProperties{
+		DiskFormat: "raw", ContainerFormat: "ova", Name: "appliance", Visibility: "private",
+		MinDisk: ptr.To[int32](2), MinRAM: ptr.To[int32](512), Tags: []string{"a", "b"},
+		Protected: ptr.To(false), Properties: map[string]string{"os_distro": "cirros"},
+	}
+	activeBefore := imageTransitions(tasksv1.ImageActive)
+	createTask(t, task)
+	id := imageID(task)
+
+	img := waitForImage(t, ns, id, tasksv1.ImageImporting)
+	g.Expect(img.Spec).To(Equal(tasksv1.ImageSpec{
+		Name: "appliance", DiskFormat: "raw", ContainerFormat: "ova", Visibility: "private",
+		MinDisk: 2, MinRAM: 512, Tags: []string{"a", "b"}, Properties: map[string]string{"os_distro": "cirros"},
+	}))
+	g.Expect(img.Labels).To(HaveKeyWithValue(tasksv1.LabelTaskUID, string(task.UID)))
+	g.Expect(img.Labels).To(HaveKeyWithValue(tasksv1.LabelTaskName, "own"))
+	g.Expect(img.OwnerReferences).To(BeEmpty(), "deleting a task never deletes its image")
+	g.Expect(img.Finalizers).To(ContainElement(tasksv1.FinalizerImageData))
+	g.Expect(img.Status.ImportTask).To(Equal("own"))
+	g.Expect(meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady).Status).To(Equal(metav1.ConditionUnknown))
+	got := &tasksv1.ImageImportTask{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got)).To(Succeed())
+	g.Expect(got.Labels).To(HaveKeyWithValue(tasksv1.LabelImageID, id), "the shim finds an image's tasks by this label")
+	job := waitForJob(t, task)
+	g.Expect(job.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--image-id=" + id))
+	g.Expect(job.Spec.Template.Labels).To(HaveKeyWithValue(tasksv1.LabelImageID, id))
+
+	succeed(t, task, importresult.Result{
+		ImageID: id, Size: 4096, VirtualSize: 1 << 20, SourceFormat: "vmdk", DiskFormat: "raw",
+		Checksum: strings.Repeat("1", 32), OSHashAlgo: "sha512", OSHashValue: strings.Repeat("2", 128),
+		Unpacked: &importresult.Unpacked{OVAEntry: "disk1.vmdk", OVFName: "appliance"},
+	})
+	done := waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(done.Status.Result.ImageID).To(Equal(id))
+	img = waitForImage(t, ns, id, tasksv1.ImageActive)
+	g.Expect(img.Status).To(And(
+		HaveField("Size", Equal(ptr.To[int64](4096))), HaveField("VirtualSize", Equal(ptr.To[int64](1<<20))),
+		HaveField("Checksum", strings.Repeat("1", 32)), HaveField("OSHashAlgo", "sha512"),
+		HaveField("OSHashValue", strings.Repeat("2", 128)),
+		HaveField("Location", "pvc://"+ns+"/image-store/"+id),
+		HaveField("DiskFormat", tasksv1.DiskFormat("raw")),
+		HaveField("ContainerFormat", tasksv1.ContainerFormat("bare")), // the disk taken out of the OVA
+		HaveField("Unpacked", Equal(&tasksv1.UnpackedSource{OVAEntry: "disk1.vmdk", OVFName: "appliance"})),
+	))
+	ready := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady)
+	g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(ready.Reason).To(Equal(tasksv1.ReasonSucceeded))
+	g.Eventually(func() []taskEvent { return eventsRegarding(t, ns, img.UID) }, wait).Should(ContainElements(
+		HaveField("Reason", "Created"), HaveField("Reason", tasksv1.ReasonImporting),
+		And(HaveField("Reason", tasksv1.ReasonSucceeded), HaveField("Note", "Image is active: imported by task own"))))
+	g.Expect(imageTransitions(tasksv1.ImageActive)).To(BeNumerically(">=", activeBefore+1))
+}
+
+func TestOwnImageKilledWhenTheImportFails(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	task := createTask(t, sampleTask(ns, "bad"))
+	waitForImage(t, ns, imageID(task), tasksv1.ImageImporting)
+	failPermanently(t, task, "The qcow2 image has a backing file, which is not allowed.")
+
+	waitForStatus(t, task, tasksv1.TaskFailure)
+	img := waitForImage(t, ns, imageID(task), tasksv1.ImageKilled)
+	ready := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady)
+	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(ready.Reason).To(Equal(tasksv1.ReasonImportFailed))
+	g.Expect(ready.Message).To(Equal("Task bad failed: The qcow2 image has a backing file, which is not allowed."))
+	g.Expect(img.Status.Location).To(BeEmpty())
+	g.Eventually(func() []taskEvent { return eventsRegarding(t, ns, img.UID) }, wait).Should(ContainElement(
+		And(HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", tasksv1.ReasonImportFailed))))
+}
+
+func TestImportIntoAQueuedImage(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	const id = "0b5c7a48-4a4e-4c1d-9a0e-1f2e3d4c5b6a"
+	img := queuedImage(t, ns, id)
+	img = waitForImage(t, ns, id, tasksv1.ImageQueued)
+	queued := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady)
+	g.Expect(queued.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(queued.Reason).To(Equal(tasksv1.ReasonQueued))
+	g.Expect(img.Finalizers).To(BeEmpty(), "an image without data holds nothing up")
+
+	task := createTask(t, importInto(ns, "web-download", id, ""))
+	img = waitForImage(t, ns, id, tasksv1.ImageImporting)
+	g.Expect(img.Status.ImportTask).To(Equal("web-download"))
+	g.Expect(img.Finalizers).To(ContainElement(tasksv1.FinalizerImageData))
+	job := waitForJob(t, task)
+	g.Expect(job.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--image-id=" + id))
+
+	succeed(t, task, importresult.Result{ImageID: id, Size: 512, DiskFormat: "raw"})
+	got := waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(got.Status.Result.ImageID).To(Equal(id))
+	g.Expect(got.Labels).To(HaveKeyWithValue(tasksv1.LabelImageID, id))
+	img = waitForImage(t, ns, id, tasksv1.ImageActive)
+	g.Expect(img.Status.Location).To(Equal("pvc://" + ns + "/image-store/" + id))
+	g.Expect(img.Status.Size).To(Equal(ptr.To[int64](512)))
+	g.Expect(img.Spec.Name).To(Equal("cirros"), "the owner's spec is left alone")
+	var own tasksv1.ImageList
+	g.Expect(k8sClient.List(context.Background(), &own, client.InNamespace(ns))).To(Succeed())
+	g.Expect(own.Items).To(HaveLen(1), "a task with spec.image creates no image of its own")
+}
+
+func TestFailedImportIntoAnImage(t *testing.T) {
+	for _, tc := range []struct {
+		onFailure tasksv1.ImageFailurePolicy
+		want      tasksv1.ImagePhase
+	}{{tasksv1.ImageFailureQueued, tasksv1.ImageQueued}, {tasksv1.ImageFailureKilled, tasksv1.ImageKilled}} {
+		t.Run(string(tc.onFailure), func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t)
+			queuedImage(t, ns, "target")
+			waitForImage(t, ns, "target", tasksv1.ImageQueued)
+			task := createTask(t, importInto(ns, "try", "target", tc.onFailure))
+			waitForImage(t, ns, "target", tasksv1.ImageImporting)
+			failPermanently(t, task, "The source is not a qcow2 image.")
+
+			waitForStatus(t, task, tasksv1.TaskFailure)
+			img := waitForImage(t, ns, "target", tc.want)
+			ready := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Reason).To(Equal(tasksv1.ReasonImportFailed))
+			g.Expect(ready.Message).To(Equal("Task try failed: The source is not a qcow2 image."))
+			g.Expect(img.Status.ImportTask).To(Equal("try"), "the image's task tells what happened")
+		})
+	}
+}
+
+func TestAnotherImportIntoAQueuedAgainImage(t *testing.T) {
+	// onFailure Queued: as Glance, another import may fill the image.
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	queuedImage(t, ns, "again")
+	first := createTask(t, importInto(ns, "first", "again", ""))
+	waitForImage(t, ns, "again", tasksv1.ImageImporting)
+	failPermanently(t, first, "The source is not a qcow2 image.")
+	waitForImage(t, ns, "again", tasksv1.ImageQueued)
+
+	second := createTask(t, importInto(ns, "second", "again", ""))
+	img := waitForImage(t, ns, "again", tasksv1.ImageImporting)
+	g.Expect(img.Status.ImportTask).To(Equal("second"))
+	succeed(t, second, importresult.Result{ImageID: "again", Size: 1})
+	waitForImage(t, ns, "again", tasksv1.ImageActive)
+}
+
+func TestImportRefused(t *testing.T) {
+	ns := newNamespace(t)
+	active := createTask(t, sampleTask(ns, "made-it"))
+	succeed(t, active, importresult.Result{ImageID: imageID(active), Size: 1})
+	activeImage := waitForImage(t, ns, imageID(active), tasksv1.ImageActive)
+
+	for _, tc := range []struct {
+		name, image, reason, message string
+	}{
+		{"missing", "no-such-image", tasksv1.ReasonImageNotFound,
+			"Image no-such-image does not exist in namespace " + ns + "."},
+		{"active", activeImage.Name, tasksv1.ReasonImageNotQueued,
+			"Image " + activeImage.Name + " is active: only a queued image can be imported into."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			before := failureMetricsFor(tc.reason)
+			task := createTask(t, importInto(ns, "into-"+tc.name, tc.image, ""))
+			got := waitForStatus(t, task, tasksv1.TaskFailure)
+			g.Expect(got.Status.Message).To(Equal(tc.message))
+			g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tc.reason))
+			g.Expect(got.Labels).To(HaveKeyWithValue(tasksv1.LabelImageID, tc.image))
+			expectFailureRecorded(t, task, tc.reason, tc.reason, before)
+			g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, 2*time.Second).Should(BeEmpty())
+		})
+	}
+	img := waitForImage(t, ns, activeImage.Name, tasksv1.ImageActive)
+	NewWithT(t).Expect(img.Status).To(Equal(activeImage.Status), "a refused import leaves the image alone")
+}
+
+func TestDeletingATaskKeepsItsImage(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	task := createTask(t, sampleTask(ns, "ephemeral"))
+	succeed(t, task, importresult.Result{ImageID: imageID(task), Size: 1})
+	waitForStatus(t, task, tasksv1.TaskSuccess)
+	waitForImage(t, ns, imageID(task), tasksv1.ImageActive)
+
+	g.Expect(k8sClient.Delete(ctx, task)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), task))
+	}, wait).Should(BeTrue())
+	g.Consistently(func() tasksv1.ImagePhase {
+		return waitForImage(t, ns, imageID(task), tasksv1.ImageActive).Status.Status
+	}, 2*time.Second).Should(Equal(tasksv1.ImageActive))
+}
+
+func TestDeletingATaskMidImportQueuesItsImageAgain(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	queuedImage(t, ns, "cancelled")
+	task := createTask(t, importInto(ns, "gone", "cancelled", ""))
+	waitForImage(t, ns, "cancelled", tasksv1.ImageImporting)
+	g.Expect(k8sClient.Delete(context.Background(), task)).To(Succeed())
+
+	img := waitForImage(t, ns, "cancelled", tasksv1.ImageQueued)
+	ready := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady)
+	g.Expect(ready.Reason).To(Equal(tasksv1.ReasonImportTaskDeleted))
+}
+
+// activeImage imports an image with a task of its own and returns it.
+func activeImage(t *testing.T, ns, taskName string) *tasksv1.Image {
+	t.Helper()
+	task := createTask(t, sampleTask(ns, taskName))
+	succeed(t, task, importresult.Result{ImageID: imageID(task), Size: 1})
+	return waitForImage(t, ns, imageID(task), tasksv1.ImageActive)
+}
+
+// cleanupJobOf waits for the Job that removes the image's data.
+func cleanupJobOf(t *testing.T, img *tasksv1.Image) *batchv1.Job {
+	t.Helper()
+	job := &batchv1.Job{}
+	NewWithT(t).Eventually(func() error {
+		return k8sClient.Get(context.Background(), client.ObjectKey{Namespace: img.Namespace, Name: cleanupJobName(img)}, job)
+	}, wait).Should(Succeed(), "no cleanup Job")
+	return job
+}
+
+func TestDeletingAnImageRemovesItsData(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	img := activeImage(t, ns, "doomed")
+	removed := gathered("imageimport_image_deletions_total", map[string]string{"outcome": "removed"})
+
+	g.Expect(k8sClient.Delete(ctx, img)).To(Succeed())
+	waitForImage(t, ns, img.Name, tasksv1.ImageDeleted)
+	job := cleanupJobOf(t, img)
+	g.Expect(metav1.IsControlledBy(job, img)).To(BeTrue())
+	g.Expect(job.Labels).To(HaveKeyWithValue(tasksv1.LabelImageID, img.Name))
+	pod := job.Spec.Template.Spec
+	g.Expect(pod.Containers[0].Args).To(Equal([]string{"remove", "--dest=" + storeMountPath, "--image-id=" + img.Name}))
+	g.Expect(pod.Containers[0].Image).To(Equal(testImporterConfig().Image))
+	g.Expect(pod.Volumes[0].PersistentVolumeClaim.ClaimName).To(Equal("image-store"))
+	g.Expect(*pod.SecurityContext.RunAsNonRoot).To(BeTrue())
+	g.Expect(pod.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
+	g.Expect(*pod.Containers[0].SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
+	g.Expect(*pod.Containers[0].SecurityContext.AllowPrivilegeEscalation).To(BeFalse())
+	g.Expect(pod.Containers[0].SecurityContext.Capabilities.Drop).To(Equal([]corev1.Capability{"ALL"}))
+	g.Expect(*pod.AutomountServiceAccountToken).To(BeFalse())
+	g.Consistently(imageGone(ns, img.Name), time.Second).Should(BeFalse(), "the image stays until its data is gone")
+
+	completeJob(t, job)
+	g.Eventually(imageGone(ns, img.Name), wait).Should(BeTrue())
+	g.Eventually(func() float64 {
+		return gathered("imageimport_image_deletions_total", map[string]string{"outcome": "removed"})
+	}, wait).Should(Equal(removed + 1))
+	g.Eventually(func() []taskEvent { return eventsRegarding(t, ns, img.UID) }, wait).Should(ContainElements(
+		HaveField("Reason", tasksv1.ReasonDeleting), HaveField("Reason", "CleanupJobCreated"),
+		And(HaveField("Reason", "Deleted"), HaveField("Note", "Image deleted: Job "+job.Name+" removed its data"))))
+}
+
+func TestDeletingAnImageWithoutDataReleasesItAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	queued := queuedImage(t, ns, "empty")
+	waitForImage(t, ns, "empty", tasksv1.ImageQueued)
+	g.Expect(k8sClient.Delete(ctx, queued)).To(Succeed())
+	g.Eventually(imageGone(ns, "empty"), wait).Should(BeTrue())
+
+	// A killed image holds the finalizer (its import might have written),
+	// but no data: no Job.
+	bad := createTask(t, sampleTask(ns, "bad"))
+	waitForImage(t, ns, imageID(bad), tasksv1.ImageImporting)
+	failPermanently(t, bad, "The source is not a qcow2 image.")
+	killed := waitForImage(t, ns, imageID(bad), tasksv1.ImageKilled)
+	nodata := gathered("imageimport_image_deletions_total", map[string]string{"outcome": "nodata"})
+	g.Expect(k8sClient.Delete(ctx, killed)).To(Succeed())
+	g.Eventually(imageGone(ns, killed.Name), wait).Should(BeTrue())
+	g.Eventually(func() float64 {
+		return gathered("imageimport_image_deletions_total", map[string]string{"outcome": "nodata"})
+	}, wait).Should(Equal(nodata + 1))
+	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: cleanupJobName(killed)}, &batchv1.Job{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no cleanup Job for an image without data")
+}
+
+func TestDeletingAnImageWaitsForItsImport(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	task := createTask(t, sampleTask(ns, "slow"))
+	img := waitForImage(t, ns, imageID(task), tasksv1.ImageImporting)
+	job := waitForJob(t, task)
+	startJob(t, job)
+
+	g.Expect(k8sClient.Delete(ctx, img)).To(Succeed())
+	deleting := waitForImage(t, ns, img.Name, tasksv1.ImageDeleted)
+	g.Expect(meta.FindStatusCondition(deleting.Status.Conditions, tasksv1.ConditionReady).Message).To(
+		Equal("Waiting for the import to end: task slow has not ended"))
+	g.Consistently(func() bool {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: cleanupJobName(img)}, &batchv1.Job{})
+		return apierrors.IsNotFound(err)
+	}, 2*time.Second).Should(BeTrue(), "no cleanup while the importer may still write")
+
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: img.Name, Size: 1}), time.Now())
+	completeJob(t, job)
+	waitForStatus(t, task, tasksv1.TaskSuccess)
+	cleanup := cleanupJobOf(t, img)
+	g.Eventually(func() string {
+		return waitForImage(t, ns, img.Name, tasksv1.ImageDeleted).Status.Location
+	}, wait).ShouldNot(BeEmpty(), "the import's data is known, and removed")
+	completeJob(t, cleanup)
+	g.Eventually(imageGone(ns, img.Name), wait).Should(BeTrue())
+}
+
+func TestFailedCleanupIsRetried(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	img := activeImage(t, ns, "stubborn")
+	failures := gathered("imageimport_image_cleanup_failures_total", nil)
+	g.Expect(k8sClient.Delete(ctx, img)).To(Succeed())
+	first := cleanupJobOf(t, img)
+	failJob(t, first, batchv1.JobReasonBackoffLimitExceeded, 3)
+
+	g.Eventually(func() []taskEvent { return eventsRegarding(t, ns, img.UID) }, wait).Should(ContainElement(
+		And(HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", tasksv1.ReasonCleanupFailed))))
+	g.Eventually(func() float64 { return gathered("imageimport_image_cleanup_failures_total", nil) }, wait).Should(Equal(failures + 1))
+	var second *batchv1.Job
+	g.Eventually(func() types.UID {
+		second = cleanupJobOf(t, img)
+		return second.UID
+	}, wait).ShouldNot(Equal(first.UID), "a new cleanup Job replaces the failed one")
+	g.Expect(imageGone(ns, img.Name)()).To(BeFalse(), "the image stays until its data is gone")
+	completeJob(t, second)
+	g.Eventually(imageGone(ns, img.Name), wait).Should(BeTrue())
+}
+
+func TestProtectedImageDeletionRefused(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	img := queuedImage(t, ns, "precious")
+	base := img.DeepCopy()
+	img.Spec.Protected = true
+	g.Expect(k8sClient.Patch(ctx, img, client.MergeFrom(base))).To(Succeed())
+
+	err := k8sClient.Delete(ctx, img)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("Image precious is protected: set spec.protected to false before deleting it"))
+	g.Expect(imageGone(ns, "precious")()).To(BeFalse())
+
+	base = img.DeepCopy()
+	img.Spec.Protected = false
+	g.Expect(k8sClient.Patch(ctx, img, client.MergeFrom(base))).To(Succeed())
+	g.Expect(k8sClient.Delete(ctx, img)).To(Succeed())
+	g.Eventually(imageGone(ns, "precious"), wait).Should(BeTrue())
+}
+
+func TestRepairsARemovedDataFinalizer(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	img := activeImage(t, ns, "held")
+	base := img.DeepCopy()
+	controllerutil.RemoveFinalizer(img, tasksv1.FinalizerImageData)
+	g.Expect(k8sClient.Patch(ctx, img, client.MergeFrom(base))).To(Succeed())
+	g.Eventually(func() []string {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(img), img)).To(Succeed())
+		return img.Finalizers
+	}, wait).Should(ContainElement(tasksv1.FinalizerImageData))
+}
+
+func TestImagesByStatusServed(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	activeImage(t, ns, "counted")
+	queuedImage(t, ns, "waiting")
+	waitForImage(t, ns, "waiting", tasksv1.ImageQueued)
+	g.Expect(gathered("imageimport_images", map[string]string{"status": "active"})).To(BeNumerically(">=", 1))
+	g.Expect(gathered("imageimport_images", map[string]string{"status": "queued"})).To(BeNumerically(">=", 1))
+	g.Expect(imageTransitions(tasksv1.ImageQueued)).To(BeNumerically(">=", 1))
+	g.Expect(imageTransitions(tasksv1.ImageImporting)).To(BeNumerically(">=", 1))
+}
