@@ -60,7 +60,8 @@ func TestPythonGlanceclient(t *testing.T) {
 // shared/reference/real-glance/glance-cli.sh does.
 func glanceCmd(home, url, token string, args ...string) *exec.Cmd {
 	os.RemoveAll(filepath.Join(home, ".glanceclient"))
-	cmd := exec.Command("glance", append([]string{"--os-image-url", url, "--os-auth-token", token}, args...)...)
+	// stdin closed: with any other stdin, image-create uploads it as data.
+	cmd := exec.Command("sh", append([]string{"-c", `exec glance "$@" <&-`, "sh", "--os-image-url", url, "--os-auth-token", token}, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+home)
 	return cmd
 }

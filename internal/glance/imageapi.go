@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -41,6 +42,16 @@ func (s *Server) matchImages(path string) (*route, string) {
 		return &route{allow: "GET", methods: map[string]handlerFunc{http.MethodGet: s.imageTaskList}}, imageID
 	case "file":
 		return &route{allow: "GET", methods: map[string]handlerFunc{http.MethodGet: s.downloadImage}}, imageID
+	}
+	if tag, ok := strings.CutPrefix(sub, "tags/"); ok && tag != "" && !strings.Contains(tag, "/") {
+		return &route{allow: "PUT, DELETE", methods: map[string]handlerFunc{
+			http.MethodPut: func(w http.ResponseWriter, r *http.Request, id *Identity, _ string) {
+				s.changeTag(w, r, id, imageID, tag, true)
+			},
+			http.MethodDelete: func(w http.ResponseWriter, r *http.Request, id *Identity, _ string) {
+				s.changeTag(w, r, id, imageID, tag, false)
+			},
+		}}, imageID
 	}
 	return nil, ""
 }
@@ -344,4 +355,56 @@ func setBase(spec *tasksv1.ImageSpec, annotations map[string]string, key string,
 		return false
 	}
 	return true
+}
+
+// changeTag is PUT and DELETE /v2/images/{id}/tags/{tag}.
+func (s *Server) changeTag(w http.ResponseWriter, r *http.Request, id *Identity, imageID, rawTag string, add bool) {
+	ctx := r.Context()
+	tag, err := url.PathUnescape(rawTag)
+	if err != nil {
+		newError(http.StatusNotFound, notFoundText).write(w, r)
+		return
+	}
+	if e := s.imagesAllowed(ctx, id, "update"); e != nil {
+		e.write(w, r)
+		return
+	}
+	for attempt := 0; ; attempt++ {
+		g := s.lookupImage(w, r, id, imageID)
+		if g == nil {
+			return
+		}
+		if !s.canModify(ctx, id, *g) {
+			newError(http.StatusForbidden, "You do not own this image").write(w, r)
+			return
+		}
+		img := g.obj.DeepCopy()
+		has := slices.Contains(img.Spec.Tags, tag)
+		switch {
+		case add && !has:
+			img.Spec.Tags = append(img.Spec.Tags, tag)
+		case !add && has:
+			img.Spec.Tags = slices.DeleteFunc(img.Spec.Tags, func(t string) bool { return t == tag })
+		case !add:
+			newError(http.StatusNotFound, notFoundText).write(w, r)
+			return
+		}
+		img.Annotations[annotationUpdatedAt] = time.Now().UTC().Format(preciseTime)
+		err := s.Writer.Update(ctx, img)
+		if apierrors.IsConflict(err) && attempt < 5 {
+			continue
+		}
+		if apierrors.IsInvalid(err) {
+			newError(http.StatusBadRequest, "The image cannot be stored: "+apiReason(err)).write(w, r)
+			return
+		}
+		if err != nil {
+			s.internalError(w, r, fmt.Errorf("updating Image: %w", err))
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=UTF-8")
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 }
