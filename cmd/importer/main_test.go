@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/md5"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/imageimport/image-import-operator/internal/diskformat"
 	"github.com/imageimport/image-import-operator/internal/importresult"
 	"github.com/imageimport/image-import-operator/internal/testimages"
+	"golang.org/x/sys/unix"
 )
 
 // The importer's contract, tested end to end in process: real HTTP servers
@@ -154,12 +157,12 @@ func TestImportsEveryFormat(t *testing.T) {
 				stored := filepath.Join(o.store, imageID)
 				// The stored disk reads the same as qemu-img's own conversion.
 				testimages.QemuImg(t, "compare", "-f", diskformat.QemuFormat(format), "-F", diskformat.QemuFormat(target), filepath.Join(dir, name), stored)
-				m5, _, s512 := fileDigests(t, stored)
+				m5, s256, s512 := fileDigests(t, stored)
 				_, srcSHA256, _ := fileDigests(t, filepath.Join(dir, name))
 				st, _ := os.Stat(stored)
 				r := o.result
 				if r.ImageID != imageID || r.Size != st.Size() || r.VirtualSize != size || r.Checksum != m5 ||
-					r.OSHashValue != s512 || r.OSHashAlgo != "sha512" || r.SourceSHA256 != srcSHA256 ||
+					r.OSHashValue != s512 || r.OSHashAlgo != "sha512" || r.SHA256 != s256 || r.SourceSHA256 != srcSHA256 ||
 					r.SourceFormat != format || r.DiskFormat != target {
 					t.Errorf("result %+v does not describe the stored image (size %d, md5 %s)", r, st.Size(), m5)
 				}
@@ -178,6 +181,61 @@ func TestImportsEveryFormat(t *testing.T) {
 			t.Fatalf("exit code %d, result %+v", o.code, o.result)
 		}
 	})
+}
+
+// TestChecksumsAreTheStoredFiles: the result's checksums are what md5sum,
+// sha256sum and sha512sum print for the stored file, for a sparse image of
+// data, holes and zeros written out, stored as raw (converted as it
+// streams, holes and all) and as qcow2 (stored as downloaded). The raw
+// image is the disk byte for byte, and stays sparse.
+func TestChecksumsAreTheStoredFiles(t *testing.T) {
+	testimages.RequireQemuImg(t)
+	dir := t.TempDir()
+	const virtual = 24<<20 + 512 // a partial cluster at the end
+	qcow2, raw := testimages.CloudLikeQcow2(t, dir, virtual, 5<<20+3)
+	f, err := os.OpenFile(raw, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// zeros written out between holes, and data in the last sector
+	f.WriteAt(make([]byte, 3<<20), 9<<20)
+	f.WriteAt([]byte("the last sector holds data"), virtual-100)
+	f.Close()
+	testimages.QemuImg(t, "convert", "-f", "raw", "-O", "qcow2", raw, qcow2)
+	srv := serveDir(t, dir)
+	for _, target := range []string{"raw", "qcow2"} {
+		t.Run(target, func(t *testing.T) {
+			o := importFrom(t, srv.URL+"/cloud.qcow2", "qcow2", target)
+			if o.code != 0 {
+				t.Fatalf("exit code %d: %s", o.code, o.result.Error)
+			}
+			stored := filepath.Join(o.store, imageID)
+			r := o.result
+			for tool, got := range map[string]string{"md5sum": r.Checksum, "sha256sum": r.SHA256, "sha512sum": r.OSHashValue} {
+				out, err := exec.Command(tool, stored).Output()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want, _, _ := strings.Cut(string(out), " "); got != want {
+					t.Errorf("%s of the stored file is %s; the result says %q", tool, want, got)
+				}
+			}
+			if target != "raw" {
+				return
+			}
+			want, _ := os.ReadFile(raw)
+			if got, _ := os.ReadFile(stored); !bytes.Equal(got, want) {
+				t.Errorf("the stored image (%d bytes) is not the disk (%d bytes)", len(got), len(want))
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(stored, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Size != virtual || st.Blocks*512 > 12<<20 {
+				t.Errorf("the raw image is %d bytes with %d allocated; want %d, sparse", st.Size, st.Blocks*512, virtual)
+			}
+		})
+	}
 }
 
 func TestRefusesTheHostileCorpus(t *testing.T) {

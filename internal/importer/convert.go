@@ -6,15 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/imageimport/image-import-operator/internal/diskformat"
 	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/nbdexport"
 	"github.com/imageimport/image-import-operator/internal/sandbox"
+	"golang.org/x/sys/unix"
 )
 
 // qemu-img runs only on images the inspector accepted, always with an
@@ -307,6 +311,53 @@ func (c *Config) qemuConvert(ctx context.Context, src *os.File, srcFormat string
 	args = append(args, sb.Read(src), sb.Write(dst))
 	if _, err := c.qemuImg(ctx, sb, args...); err != nil {
 		return c.classify(ctx, err, fmt.Sprintf("Converting the %s image to %s", srcFormat, dstFormat))
+	}
+	return nil
+}
+
+// qemuConvertStream converts src (detected as srcFormat) into a raw disk of
+// virtualSize bytes, which sink reads as qemu-img writes it: into an NBD
+// export (internal/nbdexport) on a socket the importer connected and hands
+// over, since the sandbox lets qemu-img create none. Without -W qemu-img
+// writes in order, one request at a time, so the export's bytes are a
+// stream; -n: it creates nothing, and writes no file at all.
+func (c *Config) qemuConvertStream(ctx context.Context, src *os.File, srcFormat string, virtualSize int64, sink io.ReaderFrom) error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return transient(importresult.ReasonInternal, err, "Connecting to qemu-img failed: %v.", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "nbd-export"), os.NewFile(uintptr(fds[1]), "nbd-client")
+	defer ours.Close()
+	sb := c.sandbox()
+	sb.Limits.FileSize = 1 // it writes no file: the disk goes through the socket
+	target := "driver=nbd,server.type=fd,server.str=" + strconv.Itoa(sb.Pass(theirs))
+	cmd, err := sb.Command(ctx, c.QemuImg, "convert", "-n", "-f", diskformat.QemuFormat(srcFormat), sb.Read(src), "--target-image-opts", target)
+	if err != nil {
+		theirs.Close()
+		return transient(importresult.ReasonInternal, err, "qemu-img cannot be started: %v.", err)
+	}
+	defer sb.Close()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Start()
+	theirs.Close() // qemu-img's now: its end closes when it exits
+	if err != nil {
+		return transient(importresult.ReasonInternal, err, "qemu-img cannot be started: %v.", err)
+	}
+	_, streamErr := sink.ReadFrom(nbdexport.New(ours, virtualSize))
+	ours.Close() // a stream that failed cuts qemu-img off
+	waitErr := cmd.Wait()
+	what := fmt.Sprintf("Converting the %s image to raw", srcFormat)
+	var se *sinkError
+	switch {
+	case errors.As(streamErr, &se):
+		return transient(importresult.ReasonInternal, se.err, "Writing the image failed: %v.", se.err)
+	case errors.Is(streamErr, nbdexport.ErrProtocol):
+		return permanent(importresult.ReasonInternal, streamErr, "%s failed: qemu-img wrote what the importer does not take (%v).", what, streamErr)
+	case waitErr != nil: // qemu-img's own failure says more than the stream's end
+		return c.classify(ctx, &qemuError{err: waitErr, stderr: strings.TrimSpace(stderr.String())}, what)
+	case streamErr != nil:
+		return transient(importresult.ReasonInternal, streamErr, "%s failed: %v.", what, streamErr)
 	}
 	return nil
 }

@@ -118,12 +118,12 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	// The download is hashed as it arrives (the source's checksums) and
 	// unpacked (internal/unpack: decompressed, taken out of an OVA, or
 	// passed on as it is) into the staging file, hashed again when it is
-	// the image itself: its md5 and sha512 are the stored image's.
+	// the image itself: its md5, sha256 and sha512 are the stored image's.
 	file := &sparseWriter{f: src.File, writeback: sameFormat}
 	imageSums := newDigests()
 	imageSinks := []io.Writer{file}
 	if sameFormat {
-		imageSinks = append(imageSinks, imageSums.md5, imageSums.sha512)
+		imageSinks = append(imageSinks, imageSums.md5, imageSums.sha256, imageSums.sha512)
 	}
 	image := newFanout(nil, imageSinks...)
 	unpacker := startUnpacker(cfg, image)
@@ -166,7 +166,7 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 			return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
 		}
 		res.Size, res.VirtualSize = rep.Size, info.VirtualSize
-		res.Checksum, res.OSHashValue = imageSums.hex("md5"), imageSums.hex("sha512")
+		res.Checksum, res.SHA256, res.OSHashValue = imageSums.hex("md5"), imageSums.hex("sha256"), imageSums.hex("sha512")
 		return res, nil
 	}
 	return cfg.convertAndStore(ctx, src, info, res, track)
@@ -197,6 +197,9 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 		return res, transient(importresult.ReasonInternal, err, "The image store is not writable: %v.", err)
 	}
 	defer out.discard()
+	if cfg.TargetFormat == diskformat.Raw {
+		return cfg.convertToRaw(ctx, src, info, out, res, track)
+	}
 	if err := cfg.qemuConvert(ctx, src.File, info.Format, out.File, cfg.TargetFormat, maxSize); err != nil {
 		return res, err
 	}
@@ -220,7 +223,7 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 	synced := make(chan error, 1)
 	go func() { synced <- out.Sync() }()
 	sums := newDigests()
-	hasher := newFanout(func(n int) { track.done.Add(int64(n)) }, sums.md5, sums.sha512)
+	hasher := newFanout(func(n int) { track.done.Add(int64(n)) }, sums.md5, sums.sha256, sums.sha512)
 	if _, err := out.Seek(0, 0); err != nil {
 		return res, transient(importresult.ReasonInternal, err, "Reading the converted image failed: %v.", err)
 	}
@@ -232,7 +235,44 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 		return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
 	}
 	res.Size, res.VirtualSize = st.Size(), outInfo.VirtualSize
-	res.Checksum, res.OSHashValue = sums.hex("md5"), sums.hex("sha512")
+	res.Checksum, res.SHA256, res.OSHashValue = sums.hex("md5"), sums.hex("sha256"), sums.hex("sha512")
+	return res, nil
+}
+
+// convertToRaw converts the staged source into a raw image in out in one
+// pass: qemu-img writes the disk, in order, into an NBD export the
+// importer serves (qemuConvertStream), and the importer hashes it and
+// writes it, sparse, as it arrives, instead of reading back a file
+// qemu-img wrote. Zeros cost no disk space and are never copied but to be
+// hashed.
+func (cfg *Config) convertToRaw(ctx context.Context, src *staging, info diskformat.Info, out *staging, res importresult.Result, track *tracker) (importresult.Result, error) {
+	file := &sparseWriter{f: out.File, writeback: true}
+	sums := newDigests()
+	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, file, sums.md5, sums.sha256, sums.sha512)
+	convertErr := cfg.qemuConvertStream(ctx, src.File, info.Format, info.VirtualSize, sink)
+	if err := errors.Join(sink.Close(), file.finish()); err != nil && convertErr == nil {
+		convertErr = transient(importresult.ReasonInternal, err, "Writing the image failed: %v.", err)
+	}
+	if convertErr != nil {
+		return res, convertErr
+	}
+	src.discard() // free the scratch space
+
+	track.setPhase(PhaseStoring, info.VirtualSize)
+	// Inspect what qemu-img wrote, as if it came from outside.
+	outInfo, err := cfg.inspect(ctx, out, file.off, diskformat.Raw)
+	if err != nil {
+		return res, permanent(importresult.ReasonInternal, err, "The converted image failed inspection: %v.", err)
+	}
+	if outInfo.VirtualSize != info.VirtualSize {
+		return res, permanent(importresult.ReasonInternal, nil,
+			"The converted image has a virtual size of %d bytes, the source %d.", outInfo.VirtualSize, info.VirtualSize)
+	}
+	if err := out.commit(cfg.ImageID); err != nil { // syncs: most was written back on the way
+		return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
+	}
+	res.Size, res.VirtualSize = file.off, outInfo.VirtualSize
+	res.Checksum, res.SHA256, res.OSHashValue = sums.hex("md5"), sums.hex("sha256"), sums.hex("sha512")
 	return res, nil
 }
 

@@ -50,6 +50,7 @@ type Result struct {
 	Checksum         string  `json:"checksum,omitempty"` // md5 of the stored image, Glance's legacy checksum
 	OSHashAlgo       string  `json:"os_hash_algo,omitempty"`
 	OSHashValue      string  `json:"os_hash_value,omitempty"`
+	SHA256           string  `json:"sha256,omitempty"` // sha256 of the stored image
 	SourceSHA256     string  `json:"source_sha256,omitempty"`
 	BytesTransferred int64   `json:"bytes_transferred,omitempty"`
 	DurationSeconds  float64 `json:"duration_seconds,omitempty"`
