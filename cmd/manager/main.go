@@ -1,4 +1,4 @@
-// Command manager runs the ImageImportTask controller.
+// Command manager runs the ImageImportTask and Image controllers.
 package main
 
 import (
@@ -142,6 +142,15 @@ func main() {
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		log.Error(err, "Unable to set up the ImageImportTask controller")
+		os.Exit(1)
+	}
+	images := &controllers.ImageReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Recorder: reconciler.Recorder, Clock: clock.RealClock{}, Metrics: reconciler.Metrics,
+		Importer: importer, MaxConcurrentReconciles: maxConcurrentReconciles,
+	}
+	if err := images.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to set up the Image controller")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
