@@ -1,5 +1,6 @@
-// Command glance-shim serves the OpenStack Glance v2 tasks API on top of
-// ImageImportTask resources, so that Glance clients work unmodified.
+// Command glance-shim serves the OpenStack Glance v2 tasks and images APIs
+// on top of ImageImportTask and Image resources, so that Glance clients
+// work unmodified.
 package main
 
 import (
@@ -35,6 +36,7 @@ func run() error {
 	var (
 		bind, probeAddr, authMode, access, wwwAuth, project string
 		nsMode, namespace, nsTemplate                       string
+		storeDir, webDownloadFailure                        string
 		policy                                              = urlpolicy.Default()
 		limits                                              = defaultTimeouts
 	)
@@ -47,6 +49,8 @@ func run() error {
 	flag.StringVar(&nsMode, "namespace-mode", "single", "How a project maps to a namespace: single, template or label (namespaces labelled "+glance.LabelProjectID+").")
 	flag.StringVar(&namespace, "namespace", "default", "The namespace of every task with --namespace-mode=single.")
 	flag.StringVar(&nsTemplate, "namespace-template", "glance-{project}", "The namespace name with --namespace-mode=template.")
+	flag.StringVar(&storeDir, "store-dir", "", "A directory holding the image store (mounted into the shim), from which GET /v2/images/{id}/file reads; empty: downloads are refused with 503.")
+	flag.StringVar(&webDownloadFailure, "web-download-failure", "queued", "What a failed web-download import leaves its image in: queued (Glance's behaviour: clients that wait for active poll until they time out) or killed (fail fast: the image is killed and waiting clients stop at once).")
 	flag.DurationVar(&limits.read, "read-timeout", limits.read, "How long a client may take to send a whole request, body included.")
 	flag.DurationVar(&limits.write, "write-timeout", limits.write, "How long the shim may take to answer a request, from the end of its headers.")
 	flag.DurationVar(&limits.idle, "idle-timeout", limits.idle, "How long a kept-alive connection may wait for its next request.")
@@ -75,7 +79,18 @@ func run() error {
 	if err := glance.AddIndexes(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
-	srv := &glance.Server{Cache: mgr.GetCache(), Writer: mgr.GetClient(), URLPolicy: compiled, Log: log}
+	srv := &glance.Server{Cache: mgr.GetCache(), Writer: mgr.GetClient(), APIReader: mgr.GetAPIReader(), URLPolicy: compiled, Log: log}
+	switch webDownloadFailure {
+	case "queued":
+		srv.WebDownloadFailure = tasksv1.ImageFailureQueued
+	case "killed":
+		srv.WebDownloadFailure = tasksv1.ImageFailureKilled
+	default:
+		return fmt.Errorf("--web-download-failure=%q: use queued or killed", webDownloadFailure)
+	}
+	if storeDir != "" {
+		srv.ImageData = glance.StoreDir(storeDir)
+	}
 	switch authMode {
 	case "keystone-headers":
 		srv.Auth = glance.NewKeystoneHeaders(glance.Policy(access), wwwAuth)

@@ -140,7 +140,17 @@ func (k *Kubernetes) SeesAll(ctx context.Context, id *Identity) bool {
 	return ok
 }
 
+// AllowedImages asks RBAC whether the caller may use images (verb: get,
+// list, create, update or delete) in the namespace.
+func (k *Kubernetes) AllowedImages(ctx context.Context, id *Identity, verb, namespace string) (bool, error) {
+	return k.reviewResource(ctx, id, verb, namespace, "images")
+}
+
 func (k *Kubernetes) review(ctx context.Context, id *Identity, verb, namespace string) (bool, error) {
+	return k.reviewResource(ctx, id, verb, namespace, "imageimporttasks")
+}
+
+func (k *Kubernetes) reviewResource(ctx context.Context, id *Identity, verb, namespace, resource string) (bool, error) {
 	extra := map[string]authzv1.ExtraValue{}
 	for key, v := range id.user.Extra {
 		extra[key] = authzv1.ExtraValue(v)
@@ -149,7 +159,7 @@ func (k *Kubernetes) review(ctx context.Context, id *Identity, verb, namespace s
 		User: id.user.Username, UID: id.user.UID, Groups: id.user.Groups, Extra: extra,
 		ResourceAttributes: &authzv1.ResourceAttributes{
 			Namespace: namespace, Verb: verb,
-			Group: tasksv1.GroupVersion.Group, Version: tasksv1.GroupVersion.Version, Resource: "imageimporttasks",
+			Group: tasksv1.GroupVersion.Group, Version: tasksv1.GroupVersion.Version, Resource: resource,
 		},
 	}}
 	if err := k.Client.Create(ctx, sar); err != nil {
