@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,16 +13,20 @@ import (
 	"os"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/glance"
+	"github.com/imageimport/image-import-operator/internal/imageexport"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
 )
 
@@ -37,6 +42,8 @@ func run() error {
 		bind, probeAddr, authMode, access, wwwAuth, project string
 		nsMode, namespace, nsTemplate                       string
 		storeDir, webDownloadFailure                        string
+		exportImage                                         string
+		exportIdle                                          time.Duration
 		policy                                              = urlpolicy.Default()
 		limits                                              = defaultTimeouts
 	)
@@ -50,6 +57,8 @@ func run() error {
 	flag.StringVar(&namespace, "namespace", "default", "The namespace of every task with --namespace-mode=single.")
 	flag.StringVar(&nsTemplate, "namespace-template", "glance-{project}", "The namespace name with --namespace-mode=template.")
 	flag.StringVar(&storeDir, "store-dir", "", "A directory holding the image store (mounted into the shim), from which GET /v2/images/{id}/file reads; empty: downloads are refused with 503.")
+	flag.StringVar(&exportImage, "image-export-image", "", "The importer image: GET /v2/images/{id}/file reads an image through an export pod of this image, started in the image's namespace with its store mounted read-only (see internal/imageexport); ignored with --store-dir.")
+	flag.DurationVar(&exportIdle, "image-export-idle-timeout", 10*time.Minute, "How long an export pod outlives its last download.")
 	flag.StringVar(&webDownloadFailure, "web-download-failure", "queued", "What a failed web-download import leaves its image in: queued (Glance's behaviour: clients that wait for active poll until they time out) or killed (fail fast: the image is killed and waiting clients stop at once).")
 	flag.DurationVar(&limits.read, "read-timeout", limits.read, "How long a client may take to send a whole request, body included.")
 	flag.DurationVar(&limits.write, "write-timeout", limits.write, "How long the shim may take to answer a request, from the end of its headers.")
@@ -88,8 +97,13 @@ func run() error {
 	default:
 		return fmt.Errorf("--web-download-failure=%q: use queued or killed", webDownloadFailure)
 	}
-	if storeDir != "" {
+	switch {
+	case storeDir != "":
 		srv.ImageData = glance.StoreDir(storeDir)
+	case exportImage != "":
+		if srv.ImageData, err = exportPods(mgr.GetConfig(), scheme, exportImage, exportIdle); err != nil {
+			return err
+		}
 	}
 	switch authMode {
 	case "keystone-headers":
@@ -165,4 +179,19 @@ func httpServer(addr string, h http.Handler, t timeouts) *http.Server {
 		Addr: addr, Handler: h, MaxHeaderBytes: 64 << 10,
 		ReadHeaderTimeout: t.readHeader, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle,
 	}
+}
+
+// exportPods reads images through export pods, with a token of this
+// replica's own: no other reader of the pod network gets the images.
+func exportPods(cfg *rest.Config, scheme *runtime.Scheme, image string, idle time.Duration) (*imageexport.Pods, error) {
+	// Not the manager's cached client: the shim does not watch every pod.
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	return &imageexport.Pods{
+		Client: c, Image: image, PullPolicy: corev1.PullIfNotPresent, Token: rand.Text(),
+		IdleTimeout: idle, StartTimeout: 2 * time.Minute, Port: imageexport.Port,
+		HTTP: &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}},
+	}, nil
 }

@@ -49,9 +49,9 @@ type Pods struct {
 	HTTP *http.Client
 }
 
-// Open asks the export pod of the claim for image id, passing on the
-// request's Range header. The caller closes the response's body.
-func (p *Pods) Open(ctx context.Context, namespace, claim, id string, rangeHeader string) (*http.Response, error) {
+// request asks the export pod of the claim for image id, with a Range
+// header unless empty. The caller closes the response's body.
+func (p *Pods) request(ctx context.Context, namespace, claim, id string, rangeHeader string) (*http.Response, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("%q cannot name an image file", id)
 	}

@@ -2,8 +2,10 @@ package imageexport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/go-logr/logr"
+
+	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 )
 
 var k8sClient client.Client
@@ -110,21 +114,32 @@ func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
 	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
 		IdleTimeout: time.Minute, StartTimeout: 20 * time.Second, Port: port, HTTP: http.DefaultClient}
 
-	read := func(rangeHeader string) (int, string) {
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
+		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}
+	read := func(offset int64) string {
 		t.Helper()
-		resp, err := p.Open(ctx, ns.Name, "image-store", "img", rangeHeader)
+		f, size, err := p.Open(ctx, img)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		defer f.Close()
+		if size != int64(len("image bytes")) {
+			t.Fatalf("size %d", size)
+		}
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
 	}
-	if code, body := read(""); code != 200 || body != "image bytes" {
-		t.Fatalf("read: %d %q", code, body)
+	if got := read(0); got != "image bytes" {
+		t.Fatalf("read: %q", got)
 	}
-	if code, body := read("bytes=6-"); code != 206 || body != "bytes" {
-		t.Fatalf("range read: %d %q", code, body)
+	if got := read(6); got != "bytes" {
+		t.Fatalf("read from offset 6: %q", got)
 	}
 	if n := started(); n != 1 {
 		t.Fatalf("%d export pods started for two reads, want 1", n)
@@ -148,8 +163,8 @@ func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
 	if err := k8sClient.Status().Update(ctx, &pod); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := read(""); code != 200 || body != "image bytes" {
-		t.Fatalf("read after the pod ended: %d %q", code, body)
+	if got := read(0); got != "image bytes" {
+		t.Fatalf("read after the pod ended: %q", got)
 	}
 	if n := started(); n != 2 {
 		t.Fatalf("%d export pods started, want a second one once the first ended", n)
@@ -157,7 +172,16 @@ func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
 	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&pod), &corev1.Pod{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the ended export pod was not deleted: %v", err)
 	}
-	if _, err := p.Open(ctx, ns.Name, "image-store", "../etc/passwd", ""); err == nil {
-		t.Fatal("opened a path that is not an image id")
+	for _, location := range []string{"pvc://" + ns.Name + "/image-store/../etc/passwd", "pvc://other/image-store/img", "/img", "pvc://" + ns.Name + "/image-store/.img.partial-1"} {
+		bad := img.DeepCopy()
+		bad.Status.Location = location
+		if _, _, err := p.Open(ctx, bad); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("location %q: %v, want fs.ErrNotExist", location, err)
+		}
+	}
+	gone := img.DeepCopy()
+	gone.Name, gone.Status.Location = "gone", "pvc://"+ns.Name+"/image-store/gone"
+	if _, _, err := p.Open(ctx, gone); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("an image not in the store: %v, want fs.ErrNotExist", err)
 	}
 }
