@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -77,6 +78,7 @@ func TestMain(m *testing.M) {
 type shim struct {
 	*httptest.Server
 	namespace string
+	srv       *Server
 }
 
 // newShim serves a shim with keystone-headers auth behind a stand-in for
@@ -111,7 +113,7 @@ func newShimWith(t *testing.T, policy Policy, namespaces Namespaces) *shim {
 	ts := httptest.NewServer(fakeKeystone(srv))
 	t.Cleanup(ts.Close)
 	single, _ := namespaces.(SingleNamespace)
-	return &shim{Server: ts, namespace: string(single)}
+	return &shim{Server: ts, namespace: string(single), srv: srv}
 }
 
 // fakeKeystone stands in for keystonemiddleware in front of the shim.
@@ -140,3 +142,5 @@ func unescape(s string) string {
 	}
 	return s
 }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
