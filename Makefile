@@ -82,7 +82,7 @@ GLANCE_PORT ?= 19292
 test-glance-compat: manifests generate deps setup-envtest ## Diff the shim against a real Glance (started here) and the recorded transcripts; run the real clients.
 	hack/glance/start.sh $(GLANCE_PORT)
 	status=0; KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" GLANCE_URL=http://127.0.0.1:$(GLANCE_PORT) \
-	  go test ./internal/glance -count=1 -run 'LiveDiff|Replay|Glanceclient|Gophercloud' -v 2>&1 \
+	  go test ./internal/glance -count=1 -run 'LiveDiff|Replay|Glanceclient|Gophercloud|Openstacksdk' -v 2>&1 \
 	  | { grep -E '^(--- |\s+--- FAIL|ok|FAIL|PASS)|differs|shim:|glance:' || true; } || status=$$?; \
 	  hack/glance/stop.sh $(GLANCE_PORT); exit $$status
 
@@ -101,10 +101,11 @@ build: manifests generate fmt vet ## Build the binaries into bin/.
 LOCAL_KUBECONFIG = $(LOCALBIN)/local-cluster/state/admin.kubeconfig
 
 .PHONY: run
-run: manifests generate $(KUSTOMIZE) ## Bring up the local cluster (or reuse it), deploy the operator, the shim and the store.
+run: manifests generate $(KUSTOMIZE) ## Bring up the local cluster (or reuse it) with a default StorageClass; deploy the operator, the shim and the store.
 	hack/local-cluster/install.sh
 	hack/local-cluster/up.sh
 	hack/local-cluster/images.sh
+	hack/local-cluster/storage.sh
 	hack/local-cluster/deploy.sh
 	@hack/local-cluster/howto.sh
 
