@@ -26,7 +26,9 @@ import (
 
 func main() {
 	sandbox.Main() // when started as the launcher of a sandboxed qemu-img
-	os.Exit(run(os.Args[1:]))
+
+	// An import, or `importer remove` (remove.go).
+	os.Exit(dispatch(os.Args[1:]))
 }
 
 func run(args []string) int {
