@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stops the local cluster and removes everything it created on the host: its processes (by
-# PID), containers, mounts, iptables rules and chains, the bridges and the service
+# PID), containers, loop devices, mounts, iptables rules and chains, the bridges and the service
 # route, and the ip_forward setting. The state under bin/local-cluster/state is kept unless
 # --purge is given.
 set -uo pipefail
@@ -38,6 +38,12 @@ stop kube-apiserver
 stop etcd
 stop containerd
 
+# Loop devices: those of Block volumes (over $VOLUMES/*.img; the provisioner gives them back at
+# the next start) and those the kubelet holds over mapped volumes under its root-dir.
+# losetup -j matches by inode, whatever path the file had when it was attached.
+loops=$(for img in "$VOLUMES"/*.img; do [[ -f $img ]] && losetup -n -O NAME -j "$img"; done
+  losetup -l -n -O NAME,BACK-FILE | awk -v kc="$KC/" 'index($2, kc) == 1 {print $1}')
+for dev in $(sort -u <<<"$loops"); do losetup -d "$dev" && echo "detached $dev"; done
 grep " $STATE" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
 [[ -x $K8S_BIN/kube-proxy ]] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1
 for ipt in iptables ip6tables; do

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the manager, glance-shim, importer and pause images locally, with no registry and no
-# Docker: static Go binaries in FROM-scratch layers; the importer also gets qemu-img and
-# the shared libraries it loads. Imports those that changed, or that containerd lost, into the
-# cluster's containerd when it runs.
+# Builds the manager, glance-shim, importer, pause, volume provisioner and volcheck images
+# locally, with no registry and no Docker: static Go binaries in FROM-scratch layers; the
+# importer also gets qemu-img, the provisioner losetup, with the shared libraries they load.
+# Imports those that changed, or that containerd lost, into the cluster's containerd when it runs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$IMAGES"
@@ -12,6 +12,8 @@ for cmd in manager glance-shim importer; do
   (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-s -o "$build/$cmd" "./cmd/$cmd")
 done
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-s -o "$build/pause" ./hack/local-cluster/pause)
+# The volume provisioner and its test tool are a module of their own (provisioner/go.mod).
+(cd "$ROOT/hack/local-cluster/provisioner" && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags=-s -o "$build/" . ./volcheck)
 
 base() { # a root filesystem with a non-root user and /tmp
   local root=$1
@@ -39,6 +41,14 @@ done
 image manager localhost/imageimport/manager:dev /manager
 image glance-shim localhost/imageimport/glance-shim:dev /glance-shim
 image pause "$PAUSE_IMAGE" /pause
+
+base "$build/provisioner.rootfs"
+install -D -m 0755 "$build/provisioner" "$build/provisioner.rootfs/usr/local/bin/provisioner"
+with_libs "$(command -v losetup)" /usr/bin/losetup "$build/provisioner.rootfs"
+image provisioner "$PROVISIONER_IMAGE" /usr/local/bin/provisioner
+base "$build/volcheck.rootfs"
+install -D -m 0755 "$build/volcheck" "$build/volcheck.rootfs/usr/local/bin/volcheck"
+image volcheck localhost/imageimport/volcheck:dev /usr/local/bin/volcheck
 
 root=$build/importer.rootfs
 base "$root"

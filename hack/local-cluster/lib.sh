@@ -22,6 +22,10 @@ SERVICE_IP=10.96.0.1
 # The pod sandbox image, built by images.sh. A registry host of localhost: should containerd
 # ever try to pull it (when it is missing), it knocks on this machine, not on a registry.
 PAUSE_IMAGE=localhost/imageimport/pause:v1
+# Dynamic provisioning (storage.sh): the provisioner's image, its volumes on the node, its class.
+PROVISIONER_IMAGE=localhost/imageimport/provisioner:dev
+VOLUMES=$STATE/volumes
+STORAGE_CLASS=node-local
 
 kubectl_() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 ctr_() { ctr -a "$CTRD_SOCK" -n k8s.io "$@"; }
