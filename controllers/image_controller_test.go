@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -481,4 +483,30 @@ func TestImagesByStatusServed(t *testing.T) {
 	g.Expect(gathered("imageimport_images", map[string]string{"status": "queued"})).To(BeNumerically(">=", 1))
 	g.Expect(imageTransitions(tasksv1.ImageQueued)).To(BeNumerically(">=", 1))
 	g.Expect(imageTransitions(tasksv1.ImageImporting)).To(BeNumerically(">=", 1))
+}
+
+// TestKubectlGetImagesColumns reads images as kubectl get does (the Table
+// the API server renders from the printer columns).
+func TestKubectlGetImagesColumns(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	task := sampleTask(ns, "shown")
+	task.Spec.Input.ImageProperties.Name = "cirros 0.6"
+	createTask(t, task)
+	succeed(t, task, importresult.Result{ImageID: imageID(task), Size: 41126400})
+	waitForImage(t, ns, imageID(task), tasksv1.ImageActive)
+
+	raw, err := kubernetes.NewForConfigOrDie(testCfg).RESTClient().Get().
+		AbsPath("/apis", tasksv1.GroupVersion.Group, tasksv1.GroupVersion.Version, "namespaces", ns, "images").
+		SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	var table metav1.Table
+	g.Expect(json.Unmarshal(raw, &table)).To(Succeed())
+	var names []string
+	for _, c := range table.ColumnDefinitions {
+		names = append(names, c.Name)
+	}
+	g.Expect(names).To(Equal([]string{"Name", "Display Name", "Status", "Format", "Size", "Protected", "Task", "Age"}))
+	g.Expect(table.Rows).To(HaveLen(1))
+	g.Expect(table.Rows[0].Cells[:7]).To(Equal([]any{imageID(task), "cirros 0.6", "active", "raw", float64(41126400), false, "shown"}))
 }

@@ -47,6 +47,7 @@ type ImageSpec struct {
 	// protected images cannot be deleted: the API server refuses the
 	// deletion until protected is false again.
 	// +optional
+	// +kubebuilder:default=false
 	Protected bool `json:"protected,omitempty"`
 
 	// tags of the image.
