@@ -113,6 +113,11 @@ func newShimWith(t *testing.T, policy Policy, namespaces Namespaces) *shim {
 	ts := httptest.NewServer(fakeKeystone(srv))
 	t.Cleanup(ts.Close)
 	single, _ := namespaces.(SingleNamespace)
+	if single != "" {
+		// Image ids are unique across namespaces, and an admin lists every
+		// namespace's images: each test leaves none behind.
+		t.Cleanup(func() { deleteImages(t, string(single)) })
+	}
 	return &shim{Server: ts, namespace: string(single), srv: srv}
 }
 
