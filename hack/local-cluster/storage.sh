@@ -11,6 +11,7 @@ mkdir -p "$VOLUMES"
 loop_control=/dev/loop-control
 [[ -e $loop_control ]] || echo "NOTE: this kernel has no loop devices ($loop_control is missing): Block claims will fail with an event that says so; Filesystem claims work"
 
+existed=$(kubectl_ -n "$NS" get daemonset node-volume-provisioner -o name --ignore-not-found 2>/dev/null || true)
 kubectl_ apply --server-side --force-conflicts -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Namespace
@@ -91,11 +92,12 @@ reclaimPolicy: Delete
 YAML
 
 # A new pod when the image changed since the last rollout, or when the provisioner does not run
-# (it could not start while its image was missing, say); otherwise leave it alone.
+# (it could not start while its image was missing, say); otherwise leave it alone. A DaemonSet
+# created just now starts with the image as it is.
 image=$(ctr_ images ls | awk -v r="$PROVISIONER_IMAGE" '$1 == r {print $3}')
 IFS=/ read -r want ready updated < <(kubectl_ -n "$NS" get daemonset node-volume-provisioner \
   -o jsonpath='{.status.desiredNumberScheduled}/{.status.numberReady}/{.status.updatedNumberScheduled}{"\n"}') || true
-if [[ -z $want || $want == 0 || $ready != "$want" || $updated != "$want" ||
+if [[ -n $existed ]] && [[ -z $want || $want == 0 || $ready != "$want" || $updated != "$want" ||
   ! -f $STATE/provisioner-image || $(cat "$STATE/provisioner-image") != "$image" ]]; then
   rm -f "$STATE/provisioner-image"
   kubectl_ -n "$NS" rollout restart daemonset/node-volume-provisioner >/dev/null

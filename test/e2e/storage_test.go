@@ -87,21 +87,24 @@ func provisionAndCheck(t *testing.T, ns string, mode corev1.PersistentVolumeMode
 
 	want := patternSum(checkBytes)
 	start := time.Now()
-	out := runVolcheck(t, ns, name+"-write", name, mode, "write")
-	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pvc), pvc)).To(Succeed())
-	g.Expect(pvc.Status.Phase).To(Equal(corev1.ClaimBound))
+	writer := startVolcheck(t, ns, name+"-write", name, mode, "write")
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pvc), pvc)).To(Succeed())
+		g.Expect(pvc.Status.Phase).To(Equal(corev1.ClaimBound))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed(), func() string { return describe(ns, "pvc/"+name) })
+	bound := time.Since(start)
+	out := finishVolcheck(t, writer)
 	g.Expect(out).To(ContainSubstring("sha256=" + want))
-	t.Logf("%s: pod created -> written and Succeeded: %s", mode, time.Since(start).Round(100*time.Millisecond))
+	t.Logf("%s: pod created -> claim Bound %s, -> pod wrote %d MiB and Succeeded %s", mode,
+		bound.Round(100*time.Millisecond), checkBytes>>20, time.Since(start).Round(100*time.Millisecond))
 
 	pv := &corev1.PersistentVolume{}
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: pvc.Spec.VolumeName}, pv)).To(Succeed())
-	t.Logf("%s: claim created %s, volume created %s (provisioning took %s after the pod)", mode,
-		pvc.CreationTimestamp.Format(time.TimeOnly), pv.CreationTimestamp.Format(time.TimeOnly), pv.CreationTimestamp.Sub(start).Round(time.Second))
 	checkVolume(t, pv, mode)
 	onNode := onNodeData(t, pv, mode)
 	g.Expect(onNode).To(Equal(want), "the node's storage does not hold what the pod wrote")
 
-	out = runVolcheck(t, ns, name+"-read", name, mode, "read")
+	out = finishVolcheck(t, startVolcheck(t, ns, name+"-read", name, mode, "read"))
 	g.Expect(out).To(ContainSubstring("sha256="+want), "another pod does not read back what the first wrote")
 
 	start = time.Now()
@@ -113,10 +116,8 @@ func provisionAndCheck(t *testing.T, ns string, mode corev1.PersistentVolumeMode
 	checkFreed(t, pv, mode)
 }
 
-// runVolcheck runs a pod that writes or reads the claim with volcheck and returns its output.
-func runVolcheck(t *testing.T, ns, pod, claim string, mode corev1.PersistentVolumeMode, op string) string {
-	g := NewWithT(t)
-	ctx := context.Background()
+// startVolcheck creates a pod that writes or reads the claim with volcheck.
+func startVolcheck(t *testing.T, ns, pod, claim string, mode corev1.PersistentVolumeMode, op string) *corev1.Pod {
 	path := "/data/disk.img"
 	c := corev1.Container{Name: "volcheck", Image: volcheck, ImagePullPolicy: corev1.PullNever}
 	if mode == corev1.PersistentVolumeBlock {
@@ -138,7 +139,15 @@ func runVolcheck(t *testing.T, ns, pod, claim string, mode corev1.PersistentVolu
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}},
 		},
 	}
-	g.Expect(k8s.Create(ctx, p)).To(Succeed())
+	NewWithT(t).Expect(k8s.Create(context.Background(), p)).To(Succeed())
+	return p
+}
+
+// finishVolcheck waits for a volcheck pod to end, deletes it and returns its output.
+func finishVolcheck(t *testing.T, p *corev1.Pod) string {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns, pod, claim := p.Namespace, p.Name, p.Spec.Volumes[0].PersistentVolumeClaim.ClaimName
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 		g.Expect(p.Status.Phase).To(BeElementOf(corev1.PodSucceeded, corev1.PodFailed))
