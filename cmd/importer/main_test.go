@@ -186,7 +186,8 @@ func TestImportsEveryFormat(t *testing.T) {
 // TestChecksumsAreTheStoredFiles: the result's checksums are what md5sum,
 // sha256sum and sha512sum print for the stored file, for a sparse image of
 // data, holes and zeros written out, stored as raw (converted as it
-// streams, holes and all) and as qcow2 (stored as downloaded). The raw
+// streams, holes and all) and as qcow2 (stored as downloaded, or as
+// decompressed: then the image's sha256 is not the download's). The raw
 // image is the disk byte for byte, and stays sparse.
 func TestChecksumsAreTheStoredFiles(t *testing.T) {
 	testimages.RequireQemuImg(t)
@@ -202,10 +203,14 @@ func TestChecksumsAreTheStoredFiles(t *testing.T) {
 	f.WriteAt([]byte("the last sector holds data"), virtual-100)
 	f.Close()
 	testimages.QemuImg(t, "convert", "-f", "raw", "-O", "qcow2", raw, qcow2)
+	testimages.Compress(t, "gzip", qcow2, qcow2+".gz")
 	srv := serveDir(t, dir)
-	for _, target := range []string{"raw", "qcow2"} {
-		t.Run(target, func(t *testing.T) {
-			o := importFrom(t, srv.URL+"/cloud.qcow2", "qcow2", target)
+	for _, tc := range []struct{ source, target string }{
+		{"cloud.qcow2", "raw"}, {"cloud.qcow2", "qcow2"}, {"cloud.qcow2.gz", "qcow2"},
+	} {
+		target := tc.target
+		t.Run(tc.source+"-to-"+target, func(t *testing.T) {
+			o := importFrom(t, srv.URL+"/"+tc.source, "qcow2", target)
 			if o.code != 0 {
 				t.Fatalf("exit code %d: %s", o.code, o.result.Error)
 			}

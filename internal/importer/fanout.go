@@ -36,10 +36,20 @@ type chunk struct {
 	pending atomic.Int32
 }
 
+// spareChunks are the chunks of the fanouts that closed, for the next ones:
+// an import runs its fanouts one after another (two at once while it
+// downloads), and memory must stay flat, not wait for the collector.
+var spareChunks = make(chan *chunk, 2*ringChunks)
+
 func newFanout(done func(int), sinks ...io.Writer) *fanout {
 	f := &fanout{free: make(chan *chunk, ringChunks), done: done}
 	for range ringChunks {
-		f.free <- &chunk{buf: make([]byte, chunkSize)}
+		select {
+		case c := <-spareChunks:
+			f.free <- c
+		default:
+			f.free <- &chunk{buf: make([]byte, chunkSize)}
+		}
 	}
 	for _, w := range sinks {
 		ch := make(chan *chunk, ringChunks)
@@ -122,6 +132,13 @@ func (f *fanout) Close() error {
 		close(ch)
 	}
 	f.wg.Wait()
+	for len(f.free) > 0 {
+		select {
+		case spareChunks <- <-f.free: // evaluated first: a chunk not kept is garbage
+		default:
+			return f.failed()
+		}
+	}
 	return f.failed()
 }
 

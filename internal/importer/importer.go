@@ -122,13 +122,16 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	file := &sparseWriter{f: src.File, writeback: sameFormat}
 	imageSums := newDigests()
 	imageSinks := []io.Writer{file}
+	download := &headRecorder{}
+	imageSHA256 := &unlessSame{h: imageSums.sha256, download: download} // see samebytes.go
 	if sameFormat {
-		imageSinks = append(imageSinks, imageSums.md5, imageSums.sha256, imageSums.sha512)
+		imageSinks = append(imageSinks, imageSums.md5, imageSHA256, imageSums.sha512)
 	}
 	image := newFanout(nil, imageSinks...)
 	unpacker := startUnpacker(cfg, image)
+	download.w = unpacker
 	sums := newDigests()
-	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(cfg.sourceHashes(sums), unpacker)...)
+	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, append(cfg.sourceHashes(sums), download)...)
 	got, fetchErr := fetcher.fetch(ctx, u, sink, track)
 	sinkErr := sink.Close()
 	rep, unpackErr := unpacker.finish(errors.Join(fetchErr, sinkErr))
@@ -162,6 +165,14 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	}
 	if sameFormat {
 		track.setPhase(PhaseStoring, rep.Size)
+		switch {
+		case imageSHA256.skipped && res.Unpacked == nil: // the image is the download
+			imageSums.sha256 = sums.sha256
+		case imageSHA256.skipped: // it was not, whatever its first bytes
+			if err := sha256Of(src, imageSums); err != nil {
+				return res, transient(importresult.ReasonInternal, err, "Reading the image failed: %v.", err)
+			}
+		}
 		if err := src.commit(cfg.ImageID); err != nil {
 			return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
 		}

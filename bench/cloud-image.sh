@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The importer against the bare baselines of issue 13, in one run on this
+# machine, over loopback HTTP, on two images:
+#
+#   cloud: built the way cloud images are, VIRTUAL_GIB of virtual disk
+#          holding DATA_MIB of real files (a tar of /usr/lib), the rest
+#          unallocated, converted with `qemu-img convert -c` (compressed
+#          clusters);
+#   dense: DENSE_MIB of random data, a plain qcow2: the worst case.
+#
+# For each image, two imports, each timed against its baseline:
+#
+#   qcow2 -> raw:   curl -o f.qcow2 && qemu-img convert -O raw   (goal: importer <= 1.5x)
+#   qcow2 -> qcow2: curl -o f.qcow2 && qemu-img check            (goal: importer <= 1.5x)
+#
+# The importer does more than the baselines: md5, sha256 and sha512 of the
+# stored image, the inspector, qemu-img info and check, the sandbox, and an
+# fsync. The "+hashes" column is the baseline plus md5sum, sha256sum and
+# sha512sum of its output (in parallel) and a sync, for reference. Each
+# repetition runs baseline, baseline+hashes and importer back to back;
+# ratio = importer / baseline. Also prints the importer's peak RSS
+# (qemu-img aside; goal < 64 MiB). Asserts nothing. Removes its files.
+#
+# Usage: bench/cloud-image.sh [REPEAT] [DATA_MIB] [VIRTUAL_GIB] [DENSE_MIB]
+#        (default 3 700 2 1024)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPEAT=${1:-3}
+DATA_MIB=${2:-700}
+VIRTUAL_GIB=${3:-2}
+DENSE_MIB=${4:-1024}
+WORK=$(mktemp -d /var/tmp/cloud-bench.XXXXXX)
+SERVER=
+trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/src" "$WORK/out"
+
+go build -o "$WORK/importer" ./cmd/importer
+go build -o "$WORK/fileserver" ./bench/fileserver
+
+echo "Making the cloud-like image (${VIRTUAL_GIB} GiB virtual, ${DATA_MIB} MiB of /usr/lib, qemu-img convert -c; this takes a while)..."
+{ tar cf - -C /usr/lib . 2>/dev/null || true; } | head -c "$((DATA_MIB << 20))" > "$WORK/src/cloud.raw"
+truncate -s "${VIRTUAL_GIB}G" "$WORK/src/cloud.raw"
+qemu-img convert -c -f raw -O qcow2 "$WORK/src/cloud.raw" "$WORK/src/cloud.qcow2"
+rm "$WORK/src/cloud.raw"
+echo "Making the dense image (${DENSE_MIB} MiB of random data)..."
+head -c "$((DENSE_MIB << 20))" /dev/urandom > "$WORK/src/dense.raw"
+qemu-img convert -f raw -O qcow2 "$WORK/src/dense.raw" "$WORK/src/dense.qcow2"
+rm "$WORK/src/dense.raw"
+ls -l "$WORK/src"
+
+"$WORK/fileserver" -dir "$WORK/src" > "$WORK/addr" &
+SERVER=$!
+for _ in $(seq 50); do [[ -s $WORK/addr ]] && break; sleep 0.1; done
+ADDR=$(cat "$WORK/addr")
+PORT=${ADDR##*:}
+
+seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+drop() { rm -f "$WORK"/out/* "$WORK"/out/.??* 2>/dev/null || true; sync; }
+importer() { # IMAGE TARGET
+  "$WORK/importer" --source="http://$ADDR/$1.qcow2" --source-format=qcow2 --target-format="$2" \
+    --dest="$WORK/out" --scratch-dir="$WORK/out" --image-id=bench --result-file="$WORK/result.json" \
+    --allowed-hosts=127.0.0.1 --allowed-ports="$PORT" 2>"$WORK/stderr"
+  if grep -q '"error"' "$WORK/result.json"; then echo "importer failed: $(cat "$WORK/result.json")" >&2; return 1; fi
+}
+baseline() { # IMAGE TARGET
+  curl -sS -o "$WORK/out/f.qcow2" "http://$ADDR/$1.qcow2"
+  if [[ $2 == raw ]]; then
+    qemu-img convert -f qcow2 -O raw "$WORK/out/f.qcow2" "$WORK/out/f.raw"
+  else
+    qemu-img check -f qcow2 "$WORK/out/f.qcow2"
+  fi
+}
+hashed() { # IMAGE TARGET: the baseline, then the digests of its output and a sync
+  baseline "$@"
+  local out="$WORK/out/f.$2" pids=()
+  md5sum "$out" & pids+=($!)
+  sha256sum "$out" & pids+=($!)
+  sha512sum "$out" & pids+=($!)
+  wait "${pids[@]}"
+  sync
+}
+rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.0f", $1/1048576}'; }
+
+# Warm the page cache of the sources so every run reads them alike.
+cat "$WORK"/src/* > /dev/null
+
+printf '\n%-22s %3s %9s %9s %9s %7s %9s\n' "run" "#" "baseline" "+hashes" "importer" "ratio" "peak RSS"
+for image in cloud dense; do
+  for target in raw qcow2; do
+    ratios=()
+    for i in $(seq "$REPEAT"); do
+      drop; t_base=$(seconds baseline $image $target)
+      drop; t_hash=$(seconds hashed $image $target)
+      drop; t_imp=$(seconds importer $image $target)
+      ratio=$(echo "$t_imp / $t_base" | bc -l)
+      ratios+=("$ratio")
+      printf '%-22s %3d %8.2fs %8.2fs %8.2fs %7.2f %5s MiB\n' "$image qcow2 -> $target" "$i" "$t_base" "$t_hash" "$t_imp" "$ratio" "$(rss_mib)"
+    done
+    printf '%-22s     ratio importer/baseline: %s (goal <= 1.5)\n' "$image qcow2 -> $target" \
+      "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{r[NR]=$1} END {printf "min %.2f, median %.2f, max %.2f", r[1], r[int((NR+1)/2)], r[NR]}')"
+  done
+done
+drop
+echo
+echo "$(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)."
