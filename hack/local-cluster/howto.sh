@@ -7,6 +7,8 @@ The image import operator runs on the local cluster.
   kubectl:      export KUBECONFIG=$KUBECONFIG_ADMIN   (kubectl $K8S_VERSION: $K8S_BIN/kubectl)
   Glance API:   http://127.0.0.1:9292 (auth none: every caller is admin of project "admin")
   Image store:  $KC/store/<image-id>   (PersistentVolumeClaim images/image-store)
+  Volumes:      StorageClass $STORAGE_CLASS, the default: any claim gets a volume on the node when a pod
+                uses it (Filesystem or Block), under $VOLUMES; deleting the claim frees it.
   Sources:      importers reach this machine at $NODE_IP (any port) and nothing else.
 
 Serve an image to import:

@@ -2,7 +2,8 @@
 # Tests what `make run` promises beyond the first run, on the local cluster:
 #  1. it is idempotent: run again and again, it passes every time (TIMES runs, 10 by default);
 #  2. the kubelet never deletes our images (no registry can give them back) and evicts only when
-#     the disk is nearly full: checked in the configuration the running kubelet reports;
+#     the disk is nearly full: checked in the configuration the running kubelet reports; the
+#     default StorageClass is ours, and its provisioner runs;
 #  3. it repairs a cluster whose images containerd lost (as image GC under disk pressure did):
 #     the images are deleted from containerd and the pods with them; the pods cannot start; one
 #     more make run and they do, and a new pod of the importer image runs.
@@ -15,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 TIMES=${1:-10}
 MAKE_RUN=${MAKE_RUN:-make run}
 NS=image-import-system
-LOCAL_IMAGES=("$PAUSE_IMAGE" localhost/imageimport/manager:dev localhost/imageimport/glance-shim:dev localhost/imageimport/importer:dev)
+LOCAL_IMAGES=("$PAUSE_IMAGE" localhost/imageimport/manager:dev localhost/imageimport/glance-shim:dev localhost/imageimport/importer:dev "$PROVISIONER_IMAGE")
 cd "$ROOT"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; kubectl_ -n default delete pod make-run-check --ignore-not-found --wait=false >/dev/null 2>&1 || true' EXIT
 
@@ -42,6 +43,11 @@ for ref in "${LOCAL_IMAGES[@]}"; do
     fail "$ref is not in containerd with the label io.cri-containerd.pinned=pinned"
 done
 echo "kubelet: imageMinimumGCAge 876000h, eviction at 1Gi free; images pinned"
+default=$(kubectl_ get storageclass -o jsonpath='{range .items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")]}{.metadata.name}{" "}{end}')
+[[ $default == "$STORAGE_CLASS " ]] || fail "the default StorageClass is '$default', not $STORAGE_CLASS alone"
+kubectl_ -n local-storage rollout status daemonset/node-volume-provisioner --timeout=10s >/dev/null ||
+  fail "the volume provisioner does not run: $(kubectl_ -n local-storage get pods 2>&1)"
+echo "StorageClass $STORAGE_CLASS is the only default; its provisioner runs"
 
 echo "--- 3. containerd loses the images; make run repairs the cluster"
 for ref in "${LOCAL_IMAGES[@]}"; do ctr_ images rm "$ref" >/dev/null; done
