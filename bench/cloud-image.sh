@@ -54,7 +54,12 @@ for _ in $(seq 50); do [[ -s $WORK/addr ]] && break; sleep 0.1; done
 ADDR=$(cat "$WORK/addr")
 PORT=${ADDR##*:}
 
-seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# timed CMD...: prints "WALL CPU", seconds; CPU is user + system time of
+# CMD and its children, which a loaded machine inflates less than WALL.
+timed() {
+  /usr/bin/time -f '%e %U %S' -o "$WORK/time" bash -c 'set -eo pipefail; "$@"' _ "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
+  awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$WORK/time"
+}
 drop() { rm -f "$WORK"/out/* "$WORK"/out/.??* 2>/dev/null || true; sync; }
 importer() { # IMAGE TARGET
   "$WORK/importer" --source="http://$ADDR/$1.qcow2" --source-format=qcow2 --target-format="$2" \
@@ -79,25 +84,34 @@ hashed() { # IMAGE TARGET: the baseline, then the digests of its output and a sy
   wait "${pids[@]}"
   sync
 }
+export WORK ADDR PORT
+export -f importer baseline hashed
 rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.0f", $1/1048576}'; }
 
 # Warm the page cache of the sources so every run reads them alike.
 cat "$WORK"/src/* > /dev/null
 
-printf '\n%-22s %3s %9s %9s %9s %7s %9s\n' "run" "#" "baseline" "+hashes" "importer" "ratio" "peak RSS"
+# min, median and max of numbers, one a line
+spread() { sort -n | awk '{r[NR]=$1} END {m = NR % 2 ? r[(NR+1)/2] : (r[NR/2] + r[NR/2+1]) / 2; printf "min %.2f, median %.2f, max %.2f", r[1], m, r[NR]}'; }
+
+echo
+echo "Seconds: wall (CPU = user + system, children included). ratio = importer / baseline, wall and CPU."
+printf '%-22s %2s %15s %15s %15s %6s %6s %8s\n' "run" "#" "baseline" "+hashes" "importer" "wall" "CPU" "peak RSS"
 for image in cloud dense; do
   for target in raw qcow2; do
-    ratios=()
+    walls=() cpus=()
     for i in $(seq "$REPEAT"); do
-      drop; t_base=$(seconds baseline $image $target)
-      drop; t_hash=$(seconds hashed $image $target)
-      drop; t_imp=$(seconds importer $image $target)
-      ratio=$(echo "$t_imp / $t_base" | bc -l)
-      ratios+=("$ratio")
-      printf '%-22s %3d %8.2fs %8.2fs %8.2fs %7.2f %5s MiB\n' "$image qcow2 -> $target" "$i" "$t_base" "$t_hash" "$t_imp" "$ratio" "$(rss_mib)"
+      drop; read -r w_base c_base < <(timed baseline $image $target)
+      drop; read -r w_hash c_hash < <(timed hashed $image $target)
+      drop; read -r w_imp c_imp < <(timed importer $image $target)
+      [[ -n $w_base && -n $w_hash && -n $w_imp ]] || exit 1
+      walls+=("$(echo "$w_imp / $w_base" | bc -l)")
+      cpus+=("$(echo "$c_imp / $c_base" | bc -l)")
+      printf '%-22s %2d %6.2f (%6.2f) %6.2f (%6.2f) %6.2f (%6.2f) %6.2f %6.2f %4s MiB  load %s\n' "$image qcow2 -> $target" "$i" \
+        "$w_base" "$c_base" "$w_hash" "$c_hash" "$w_imp" "$c_imp" "${walls[-1]}" "${cpus[-1]}" "$(rss_mib)" "$(cut -d' ' -f1 /proc/loadavg)"
     done
-    printf '%-22s     ratio importer/baseline: %s (goal <= 1.5)\n' "$image qcow2 -> $target" \
-      "$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{r[NR]=$1} END {printf "min %.2f, median %.2f, max %.2f", r[1], r[int((NR+1)/2)], r[NR]}')"
+    printf '%-22s    wall ratio %s; CPU ratio %s (goal: wall <= 1.5)\n' "$image qcow2 -> $target" \
+      "$(printf '%s\n' "${walls[@]}" | spread)" "$(printf '%s\n' "${cpus[@]}" | spread)"
   done
 done
 drop
