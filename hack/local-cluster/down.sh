@@ -19,6 +19,10 @@ stop() {
   echo "stopped $1"
 }
 
+# First what would start new pods (the controllers: a DaemonSet's or a ReplicaSet's pod deleted
+# below would be back at once, and the wait for no containers would last its full 30 s).
+stop kube-scheduler
+stop kube-controller-manager
 if [[ -f $STATE/kubelet.pid ]] && kill -0 "$(cat "$STATE/kubelet.pid")" 2>/dev/null; then
   kubectl_ delete jobs --all -A --wait=false >/dev/null 2>&1
   kubectl_ delete pods --all -A --grace-period=0 --force --wait=false >/dev/null 2>&1
@@ -32,8 +36,6 @@ if [[ -S $CTRD_SOCK ]]; then
   for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$c" >/dev/null 2>&1; done
   for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$c" >/dev/null 2>&1; done
 fi
-stop kube-scheduler
-stop kube-controller-manager
 stop kube-apiserver
 stop etcd
 stop containerd
