@@ -42,7 +42,7 @@ func run() error {
 		bind, probeAddr, authMode, access, wwwAuth, project string
 		nsMode, namespace, nsTemplate                       string
 		storeDir, webDownloadFailure                        string
-		exportImage                                         string
+		exportImage, conversionFormat                       string
 		exportIdle                                          time.Duration
 		policy                                              = urlpolicy.Default()
 		limits                                              = defaultTimeouts
@@ -59,6 +59,7 @@ func run() error {
 	flag.StringVar(&storeDir, "store-dir", "", "A directory holding the image store (mounted into the shim), from which GET /v2/images/{id}/file reads; empty: downloads are refused with 503.")
 	flag.StringVar(&exportImage, "image-export-image", "", "The importer image: GET /v2/images/{id}/file reads an image through an export pod of this image, started in the image's namespace with its store mounted read-only (see internal/imageexport); ignored with --store-dir.")
 	flag.DurationVar(&exportIdle, "image-export-idle-timeout", 10*time.Minute, "How long an export pod outlives its last download.")
+	flag.StringVar(&conversionFormat, "image-conversion-output-format", "", "Glance's [image_conversion] output_format: web-download imports are converted to this disk format (raw, qcow2, ...) and the image's disk_format becomes it; empty (Glance's default, the plugin off) stores the data in the image's own disk_format.")
 	flag.StringVar(&webDownloadFailure, "web-download-failure", "queued", "What a failed web-download import leaves its image in: queued (Glance's behaviour: clients that wait for active poll until they time out) or killed (fail fast: the image is killed and waiting clients stop at once).")
 	flag.DurationVar(&limits.read, "read-timeout", limits.read, "How long a client may take to send a whole request, body included.")
 	flag.DurationVar(&limits.write, "write-timeout", limits.write, "How long the shim may take to answer a request, from the end of its headers.")
@@ -96,6 +97,12 @@ func run() error {
 		srv.WebDownloadFailure = tasksv1.ImageFailureKilled
 	default:
 		return fmt.Errorf("--web-download-failure=%q: use queued or killed", webDownloadFailure)
+	}
+	switch conversionFormat {
+	case "", "raw", "qcow2":
+		srv.ConversionFormat = tasksv1.DiskFormat(conversionFormat)
+	default:
+		return fmt.Errorf("--image-conversion-output-format=%q: use raw, qcow2 or nothing", conversionFormat)
 	}
 	switch {
 	case storeDir != "":

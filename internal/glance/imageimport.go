@@ -1,6 +1,7 @@
 package glance
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"time"
@@ -149,7 +150,7 @@ func (s *Server) importTask(img *tasksv1.Image, body object, uri string, id *Ide
 			Input: tasksv1.TaskInput{
 				ImportFrom:       uri,
 				ImportFromFormat: img.Spec.DiskFormat,
-				ImageProperties:  imagePropertiesOfImage(img),
+				ImageProperties:  imagePropertiesOfImage(img, s.ConversionFormat),
 			},
 			Image:        &tasksv1.ImageReference{Name: img.Name, OnFailure: onFailure},
 			ExpiryPolicy: tasksv1.ExpiryPolicyDelete,
@@ -166,11 +167,12 @@ func (s *Server) importTask(img *tasksv1.Image, body object, uri string, id *Ide
 	return t
 }
 
-// imagePropertiesOfImage are the task's image properties: the image's own.
-func imagePropertiesOfImage(img *tasksv1.Image) *tasksv1.ImageProperties {
+// imagePropertiesOfImage are the task's image properties: the image's own,
+// in the conversion format when there is one.
+func imagePropertiesOfImage(img *tasksv1.Image, conversion tasksv1.DiskFormat) *tasksv1.ImageProperties {
 	sp := img.Spec
 	p := &tasksv1.ImageProperties{
-		DiskFormat: sp.DiskFormat, ContainerFormat: sp.ContainerFormat, Name: sp.Name, Visibility: sp.Visibility,
+		DiskFormat: cmp.Or(conversion, sp.DiskFormat), ContainerFormat: sp.ContainerFormat, Name: sp.Name, Visibility: sp.Visibility,
 		MinDisk: ptrTo(sp.MinDisk), MinRAM: ptrTo(sp.MinRAM), Tags: sp.Tags, Protected: ptrTo(sp.Protected),
 	}
 	if len(sp.Properties) > 0 {

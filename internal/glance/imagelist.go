@@ -263,9 +263,9 @@ func (q *imageQuery) matches(g glanceImage) bool {
 		case "id":
 			got = g.id()
 		case "disk_format":
-			got = string(g.obj.Spec.DiskFormat)
+			got = g.diskFormat()
 		case "container_format":
-			got = string(g.obj.Spec.ContainerFormat)
+			got = g.containerFormat()
 		case "checksum":
 			got = g.obj.Status.Checksum
 		case "protected":
@@ -322,9 +322,9 @@ func compareKey(a, b glanceImage, key string) int {
 		case "status":
 			return g.status()
 		case "container_format":
-			return string(g.obj.Spec.ContainerFormat)
+			return g.containerFormat()
 		case "disk_format":
-			return string(g.obj.Spec.DiskFormat)
+			return g.diskFormat()
 		}
 		return g.id()
 	}

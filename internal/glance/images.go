@@ -1,6 +1,7 @@
 package glance
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
@@ -47,7 +48,19 @@ func (g glanceImage) owner() string { return g.obj.Annotations[annotationOwner] 
 func (g glanceImage) status() string {
 	return firstNonEmpty(string(g.obj.Status.Status), string(tasksv1.ImageQueued))
 }
-func (g glanceImage) id() string   { return g.obj.Name }
+func (g glanceImage) id() string { return g.obj.Name }
+
+// diskFormat is the format the data is stored in once there is data (a
+// converting import changes it, as Glance's image_conversion plugin
+// does), the one asked for until then.
+func (g glanceImage) diskFormat() string {
+	return string(cmp.Or(g.obj.Status.DiskFormat, g.obj.Spec.DiskFormat))
+}
+
+// containerFormat is, likewise, bare for the disk taken out of an OVA.
+func (g glanceImage) containerFormat() string {
+	return string(cmp.Or(g.obj.Status.ContainerFormat, g.obj.Spec.ContainerFormat))
+}
 func (g glanceImage) hidden() bool { return g.obj.Annotations[annotationOSHidden] == "true" }
 func (g glanceImage) visibility() string {
 	return firstNonEmpty(string(g.obj.Spec.Visibility), "shared")
@@ -114,8 +127,8 @@ func (g glanceImage) viewWithOrder(order []string) object {
 	}
 	o = append(o,
 		member{"name", nullIfEmpty(img.Spec.Name)},
-		member{"disk_format", nullIfEmpty(string(img.Spec.DiskFormat))},
-		member{"container_format", nullIfEmpty(string(img.Spec.ContainerFormat))},
+		member{"disk_format", nullIfEmpty(g.diskFormat())},
+		member{"container_format", nullIfEmpty(g.containerFormat())},
 		member{"visibility", g.visibility()},
 		member{"size", nullInt(st.Size)},
 		member{"virtual_size", nullInt(st.VirtualSize)},

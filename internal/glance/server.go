@@ -36,8 +36,13 @@ type Server struct {
 	// WebDownloadFailure is what a failed web-download leaves its image
 	// in: Queued as in Glance, or Killed to fail fast.
 	WebDownloadFailure tasksv1.ImageFailurePolicy
-	Auth               Auth
-	Namespaces         Namespaces
+	// ConversionFormat is Glance's [image_conversion] output_format: when
+	// set, web-download imports are converted to it and the image's
+	// disk_format becomes it, as with Glance's image_conversion import
+	// plugin; empty stores the data in the image's disk_format.
+	ConversionFormat tasksv1.DiskFormat
+	Auth             Auth
+	Namespaces       Namespaces
 	// URLPolicy checks import_from at create time, as Glance's
 	// [import_filtering_opts].
 	URLPolicy *urlpolicy.Compiled

@@ -14,7 +14,7 @@ func glanceCLI(t *testing.T, p *project, args ...string) string {
 	if _, err := exec.LookPath("glance"); err != nil {
 		t.Fatal("the glance CLI is not installed: run 'make deps' (hack/install-deps.sh)")
 	}
-	cmd := exec.Command("glance", append([]string{"--os-image-url", p.shim.URL, "--os-auth-token", "cli:" + p.namespace + ":admin"}, args...)...)
+	cmd := withoutStdin("glance", append([]string{"--os-image-url", p.shim.URL, "--os-auth-token", "cli:" + p.namespace + ":admin"}, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir()) // glanceclient caches schemas under $HOME
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -32,4 +32,12 @@ func field(out, name string) string {
 		}
 	}
 	return ""
+}
+
+// withoutStdin runs a command with its standard input closed, as from a
+// terminal with nothing typed: glanceclient and openstackclient read image
+// data from a standard input that is not a terminal (Go's /dev/null is
+// not), and then refuse web-download or ask for glance-direct.
+func withoutStdin(name string, args ...string) *exec.Cmd {
+	return exec.Command("sh", append([]string{"-c", `exec "$0" "$@" <&-`, name}, args...)...)
 }

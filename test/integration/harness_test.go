@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,9 +50,9 @@ var (
 	scheme    = runtime.NewScheme()
 	k8sClient client.Client
 	runner    *localrunner.Runner
-	// images serves the fixtures on 127.0.0.1.
-	images *httptest.Server
-	// fixtures is the directory images serves.
+	// sources serves the fixtures on 127.0.0.1.
+	sources *httptest.Server
+	// fixtures is the directory sources serves.
 	fixtures string
 )
 
@@ -81,8 +82,8 @@ func run(m *testing.M) int {
 	if err := os.Mkdir(fixtures, 0o755); err != nil {
 		panic(err)
 	}
-	images = httptest.NewServer(http.FileServer(http.Dir(fixtures)))
-	defer images.Close()
+	sources = httptest.NewServer(http.FileServer(http.Dir(fixtures)))
+	defer sources.Close()
 
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
@@ -125,26 +126,41 @@ func startManager(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &controllers.ImageImportTaskReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  mgr.GetEventRecorder("image-import-operator"),
-		Clock:     clock.RealClock{},
-		Metrics:   controllers.NewMetrics(prometheus.NewRegistry(), mgr.GetClient()),
-		Importer: controllers.ImporterConfig{
-			Image:          importerImage,
-			PullPolicy:     corev1.PullNever,
-			StoreClaimName: "image-store",
-			ScratchSize:    resource.MustParse("10Gi"),
-			Limits:         controllers.ImportLimits{MaxImageSize: 1 << 30, MaxVirtualSize: 1 << 40, MinTransferRate: 1024, Sandbox: "auto"},
-			Args:           []string{"--allowed-hosts=127.0.0.1", "--allowed-ports="},
-		},
+	importer := controllers.ImporterConfig{
+		Image:          importerImage,
+		PullPolicy:     corev1.PullNever,
+		StoreClaimName: "image-store",
+		ScratchSize:    resource.MustParse("10Gi"),
+		Limits:         controllers.ImportLimits{MaxImageSize: 1 << 30, MaxVirtualSize: 1 << 40, MinTransferRate: 1024, Sandbox: "auto"},
+		Args:           []string{"--allowed-hosts=127.0.0.1", "--allowed-ports="},
+	}
+	metrics := controllers.NewMetrics(prometheus.NewRegistry(), mgr.GetClient())
+	tasks := &controllers.ImageImportTaskReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Recorder:                mgr.GetEventRecorder("image-import-operator"),
+		Clock:                   clock.RealClock{},
+		Metrics:                 metrics,
+		Importer:                importer,
 		TaskTTL:                 controllers.DefaultTaskTTL,
 		StoreClaimTimeout:       time.Minute,
 		MaxConcurrentReconciles: 4,
 	}
-	if err := r.SetupWithManager(mgr); err != nil {
+	if err := tasks.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	images := &controllers.ImageReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Recorder:                mgr.GetEventRecorder("image-import-operator"),
+		Clock:                   clock.RealClock{},
+		Metrics:                 metrics,
+		Importer:                importer,
+		MaxConcurrentReconciles: 4,
+	}
+	if err := images.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -168,7 +184,7 @@ type project struct {
 // newProject creates a namespace with the store claim and serves a shim
 // for it, with keystone-headers auth behind a stand-in for
 // keystonemiddleware (the token "user:project:roles" is the identity).
-func newProject(t *testing.T) *project {
+func newProject(t *testing.T, options ...func(*glance.Server)) *project {
 	t.Helper()
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "integration-"}}
@@ -203,16 +219,28 @@ func newProject(t *testing.T) *project {
 		t.Fatal(err)
 	}
 	srv := &glance.Server{
-		Cache: c, Writer: k8sClient,
+		Cache: c, Writer: k8sClient, APIReader: k8sClient,
+		// The shim reads the store as a shim that mounts it would.
+		ImageData:  glance.StoreDir(runner.ClaimDir(ns.Name, "image-store")),
 		Auth:       glance.NewKeystoneHeaders(glance.PolicyAdmin, "http://127.0.0.1:5000/v3"),
 		Namespaces: glance.SingleNamespace(ns.Name),
 		URLPolicy:  policy,
 		Resolve:    func(context.Context, string) error { return nil },
 		Log:        ctrl.Log.WithName("shim"),
 	}
+	for _, o := range options {
+		o(srv)
+	}
+	dumpOnFailure(t, ns.Name)
 	shim := httptest.NewServer(keystoneStandIn(srv))
 	t.Cleanup(shim.Close)
 	return &project{namespace: ns.Name, shim: shim}
+}
+
+// converting makes the shim convert web-download imports to format, as
+// Glance's image_conversion plugin with output_format.
+func converting(format tasksv1.DiskFormat) func(*glance.Server) {
+	return func(s *glance.Server) { s.ConversionFormat = format }
 }
 
 // keystoneStandIn plays keystonemiddleware: it turns the token
@@ -234,7 +262,7 @@ func keystoneStandIn(next http.Handler) http.Handler {
 }
 
 // fixture makes a disk image with qemu-img: a virtual disk of size bytes
-// with a pattern written at a few offsets, in format, served by images.
+// with a pattern written at a few offsets, in format, served by sources.
 // It returns the URL and the raw bytes of the disk.
 func fixture(t *testing.T, name, format string, size int64) (string, []byte) {
 	t.Helper()
@@ -252,7 +280,49 @@ func fixture(t *testing.T, name, format string, size int64) (string, []byte) {
 		t.Fatalf("qemu-img convert: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { os.Remove(out) })
-	return images.URL + "/" + name, raw
+	return sources.URL + "/" + name, raw
 }
 
 // freePort is a loopback port nothing listens on.
+
+// dumpOnFailure logs the namespace's tasks, images and Jobs when the test
+// fails: what the system did, for the reader of a CI log.
+func dumpOnFailure(t *testing.T, namespace string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx := context.Background()
+		var tasks tasksv1.ImageImportTaskList
+		var imgs tasksv1.ImageList
+		var jobs batchv1.JobList
+		var pods corev1.PodList
+		for _, l := range []client.ObjectList{&tasks, &imgs, &jobs, &pods} {
+			if err := k8sClient.List(ctx, l, client.InNamespace(namespace)); err != nil {
+				t.Logf("listing %T: %v", l, err)
+			}
+		}
+		for _, x := range tasks.Items {
+			t.Logf("task %s: %s %q image=%v result=%v", x.Name, x.Status.Status, x.Status.Message, x.Spec.Image, x.Status.Result)
+		}
+		for _, x := range imgs.Items {
+			t.Logf("image %s: %s conditions=%v", x.Name, x.Status.Status, x.Status.Conditions)
+		}
+		for _, x := range jobs.Items {
+			t.Logf("job %s: %+v", x.Name, x.Status.Conditions)
+		}
+		for _, x := range pods.Items {
+			t.Logf("pod %s: %s %+v", x.Name, x.Status.Phase, x.Status.ContainerStatuses)
+		}
+	})
+}
+
+// served is the file sources serves as name.
+func served(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fixtures, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
