@@ -22,7 +22,7 @@ import (
 func TestMain(m *testing.M) {
 	sandbox.Main()
 	if os.Getenv("IMPORTER_TEST_RUN_MAIN") == "1" {
-		os.Exit(run(os.Args[1:]))
+		os.Exit(dispatch(os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }

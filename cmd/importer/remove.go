@@ -104,11 +104,16 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// dispatch runs the subcommand the first argument names (remove), or else
+// dispatch runs the subcommand the first argument names (remove, export), or else
 // an import.
 func dispatch(args []string) int {
-	if len(args) > 0 && args[0] == "remove" {
-		return runRemove(args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "remove":
+			return runRemove(args[1:])
+		case "export":
+			return export(args[1:]) // export.go
+		}
 	}
 	return run(args)
 }
