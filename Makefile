@@ -79,10 +79,10 @@ test: manifests generate fmt vet deps setup-envtest ## Run all tests: unit, envt
 GLANCE_PORT ?= 19292
 
 .PHONY: test-glance-compat
-test-glance-compat: manifests generate deps setup-envtest ## Diff the shim against a real Glance (started here) and the recorded transcripts; run the real clients.
+test-glance-compat: manifests generate deps setup-envtest ## Diff the shim against a real Glance (started here) and the recorded transcripts; run the real clients (test/integration: through to the importer).
 	hack/glance/start.sh $(GLANCE_PORT)
 	status=0; KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" GLANCE_URL=http://127.0.0.1:$(GLANCE_PORT) \
-	  go test ./internal/glance -count=1 -run 'LiveDiff|Replay|Glanceclient|Gophercloud|Openstacksdk' -v 2>&1 \
+	  go test ./internal/glance ./test/integration -count=1 -run 'LiveDiff|Replay|Glanceclient|Gophercloud|Openstacksdk|Openstackclient|ThroughTheRunner' -v 2>&1 \
 	  | { grep -E '^(--- |\s+--- FAIL|ok|FAIL|PASS)|differs|shim:|glance:' || true; } || status=$$?; \
 	  hack/glance/stop.sh $(GLANCE_PORT); exit $$status
 
