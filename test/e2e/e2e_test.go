@@ -130,7 +130,19 @@ func create(t *testing.T, task *tasksv1.ImageImportTask) {
 	t.Helper()
 	k8s.Delete(context.Background(), task)
 	NewWithT(t).Eventually(func() error { return k8s.Create(context.Background(), task) }, 30*time.Second).Should(Succeed())
-	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
+	t.Cleanup(func() { deleteWithImage(task) })
+}
+
+// deleteWithImage deletes a task and the Image it made: deleting a task
+// keeps its image (as in Glance), and the store would only grow.
+func deleteWithImage(task *tasksv1.ImageImportTask) {
+	ctx := context.Background()
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(task), task); err == nil {
+		if id := task.Labels[tasksv1.LabelImageID]; id != "" {
+			k8s.Delete(ctx, &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: task.Namespace, Name: id}})
+		}
+	}
+	k8s.Delete(ctx, task)
 }
 
 func waitFor(t *testing.T, task *tasksv1.ImageImportTask, status tasksv1.TaskStatus, timeout time.Duration) *tasksv1.ImageImportTask {
@@ -172,7 +184,7 @@ spec:
 `, namespace, srcURL)
 	task := &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "kubectl-import", Namespace: namespace}}
 	k8s.Delete(context.Background(), task)
-	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
+	t.Cleanup(func() { deleteWithImage(task) })
 	start := time.Now()
 	apply := exec.Command(kubectl, "apply", "-f", "-")
 	apply.Stdin = strings.NewReader(manifest)
@@ -192,7 +204,8 @@ spec:
 	g.Expect(got.Status.Image.SourceFormat).To(Equal("qcow2"))
 }
 
-// TestImportWithGlanceCLI goes through the shim with python-glanceclient.
+// TestImportWithGlanceCLI goes through the shim with python-glanceclient:
+// a task, then the image it made, through the images API.
 func TestImportWithGlanceCLI(t *testing.T) {
 	g := NewWithT(t)
 	testimages.QemuImg(t, "create", "-f", "qcow2", filepath.Join(srcDir, "small.qcow2"), "16M")
@@ -212,6 +225,11 @@ func TestImportWithGlanceCLI(t *testing.T) {
 	imageID := regexp.MustCompile(`[0-9a-f-]{36}`).FindString(result)
 	g.Expect(imageID).NotTo(BeEmpty(), result)
 	g.Expect(filepath.Join(store, imageID)).To(BeARegularFile())
+	// The task's image is an image the images API shows.
+	show := glance("image-show", imageID)
+	g.Expect(field(show, "status")).To(Equal("active"), show)
+	g.Expect(field(show, "disk_format")).To(Equal("qcow2"), show)
+	glance("image-delete", imageID)
 }
 
 func field(out, name string) string {
@@ -401,7 +419,7 @@ func TestTheSampleWorks(t *testing.T) {
 	manifest := strings.Replace(string(sample), sampleURL, srcURL+"/cirros.qcow2", 1)
 	task := &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "cirros", Namespace: namespace}}
 	k8s.Delete(context.Background(), task)
-	t.Cleanup(func() { k8s.Delete(context.Background(), task) })
+	t.Cleanup(func() { deleteWithImage(task) })
 	g.Eventually(func() error {
 		apply := exec.Command(kubectl, "-n", namespace, "apply", "-f", "-")
 		apply.Stdin = strings.NewReader(manifest)
