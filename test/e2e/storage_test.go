@@ -26,10 +26,10 @@ import (
 
 // hack/local-cluster/lib.sh and storage.sh
 const (
-	storageClass = "node-local"
-	provisioner  = "imageimport.local/node-volume"
-	volcheck     = "localhost/imageimport/volcheck:dev"
-	checkBytes   = 8 << 20
+	defaultStorageClass = "node-local"
+	localProvisioner    = "imageimport.local/node-volume"
+	volcheckImage       = "localhost/imageimport/volcheck:dev"
+	volcheckBytes       = 8 << 20
 )
 
 // TestDynamicProvisioning checks the local cluster's provisioner (hack/local-cluster/storage.sh):
@@ -41,9 +41,9 @@ func TestDynamicProvisioning(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	sc := &storagev1.StorageClass{}
-	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: storageClass}, sc)).To(Succeed())
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: defaultStorageClass}, sc)).To(Succeed())
 	g.Expect(sc.Annotations).To(HaveKeyWithValue("storageclass.kubernetes.io/is-default-class", "true"))
-	g.Expect(sc.Provisioner).To(Equal(provisioner))
+	g.Expect(sc.Provisioner).To(Equal(localProvisioner))
 	g.Expect(*sc.VolumeBindingMode).To(Equal(storagev1.VolumeBindingWaitForFirstConsumer))
 	g.Expect(*sc.ReclaimPolicy).To(Equal(corev1.PersistentVolumeReclaimDelete))
 
@@ -77,7 +77,7 @@ func provisionAndCheck(t *testing.T, ns string, mode corev1.PersistentVolumeMode
 	}
 	g.Expect(k8s.Create(ctx, pvc)).To(Succeed())
 	t.Cleanup(func() { k8s.Delete(context.Background(), pvc) })
-	g.Expect(pvc.Spec.StorageClassName).To(HaveValue(Equal(storageClass)), "the default class is not applied")
+	g.Expect(pvc.Spec.StorageClassName).To(HaveValue(Equal(defaultStorageClass)), "the default class is not applied")
 
 	// WaitForFirstConsumer: no volume while no pod uses the claim.
 	time.Sleep(3 * time.Second)
@@ -85,18 +85,18 @@ func provisionAndCheck(t *testing.T, ns string, mode corev1.PersistentVolumeMode
 	g.Expect(pvc.Status.Phase).To(Equal(corev1.ClaimPending))
 	g.Expect(pvc.Spec.VolumeName).To(BeEmpty())
 
-	want := patternSum(checkBytes)
+	want := volcheckPatternSum(volcheckBytes)
 	start := time.Now()
 	writer := startVolcheck(t, ns, name+"-write", name, mode, "write")
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pvc), pvc)).To(Succeed())
 		g.Expect(pvc.Status.Phase).To(Equal(corev1.ClaimBound))
-	}, time.Minute, 100*time.Millisecond).Should(Succeed(), func() string { return describe(ns, "pvc/"+name) })
+	}, time.Minute, 100*time.Millisecond).Should(Succeed(), func() string { return kubectlDescribe(ns, "pvc/"+name) })
 	bound := time.Since(start)
 	out := finishVolcheck(t, writer)
 	g.Expect(out).To(ContainSubstring("sha256=" + want))
 	t.Logf("%s: pod created -> claim Bound %s, -> pod wrote %d MiB and Succeeded %s", mode,
-		bound.Round(100*time.Millisecond), checkBytes>>20, time.Since(start).Round(100*time.Millisecond))
+		bound.Round(100*time.Millisecond), volcheckBytes>>20, time.Since(start).Round(100*time.Millisecond))
 
 	pv := &corev1.PersistentVolume{}
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Name: pvc.Spec.VolumeName}, pv)).To(Succeed())
@@ -119,7 +119,7 @@ func provisionAndCheck(t *testing.T, ns string, mode corev1.PersistentVolumeMode
 // startVolcheck creates a pod that writes or reads the claim with volcheck.
 func startVolcheck(t *testing.T, ns, pod, claim string, mode corev1.PersistentVolumeMode, op string) *corev1.Pod {
 	path := "/data/disk.img"
-	c := corev1.Container{Name: "volcheck", Image: volcheck, ImagePullPolicy: corev1.PullNever}
+	c := corev1.Container{Name: "volcheck", Image: volcheckImage, ImagePullPolicy: corev1.PullNever}
 	if mode == corev1.PersistentVolumeBlock {
 		// The device node is root's (0660): the kubelet gives no group to a pod's block device.
 		path = "/dev/xvda"
@@ -129,7 +129,7 @@ func startVolcheck(t *testing.T, ns, pod, claim string, mode corev1.PersistentVo
 		// As the importer runs: not root.
 		c.VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/data"}}
 	}
-	c.Args = []string{op, path, strconv.Itoa(checkBytes)}
+	c.Args = []string{op, path, strconv.Itoa(volcheckBytes)}
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns},
 		Spec: corev1.PodSpec{
@@ -151,7 +151,7 @@ func finishVolcheck(t *testing.T, p *corev1.Pod) string {
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 		g.Expect(p.Status.Phase).To(BeElementOf(corev1.PodSucceeded, corev1.PodFailed))
-	}, 2*time.Minute, 200*time.Millisecond).Should(Succeed(), func() string { return describe(ns, "pod/"+pod, "pvc/"+claim) })
+	}, 2*time.Minute, 200*time.Millisecond).Should(Succeed(), func() string { return kubectlDescribe(ns, "pod/"+pod, "pvc/"+claim) })
 	log, err := exec.Command(kubectl, "-n", ns, "logs", pod).CombinedOutput()
 	g.Expect(err).NotTo(HaveOccurred(), string(log))
 	g.Expect(p.Status.Phase).To(Equal(corev1.PodSucceeded), string(log))
@@ -166,8 +166,8 @@ func finishVolcheck(t *testing.T, p *corev1.Pod) string {
 func checkVolume(t *testing.T, pv *corev1.PersistentVolume, mode corev1.PersistentVolumeMode) {
 	g := NewWithT(t)
 	g.Expect(pv.Status.Phase).To(Equal(corev1.VolumeBound))
-	g.Expect(pv.Annotations).To(HaveKeyWithValue("pv.kubernetes.io/provisioned-by", provisioner))
-	g.Expect(pv.Spec.StorageClassName).To(Equal(storageClass))
+	g.Expect(pv.Annotations).To(HaveKeyWithValue("pv.kubernetes.io/provisioned-by", localProvisioner))
+	g.Expect(pv.Spec.StorageClassName).To(Equal(defaultStorageClass))
 	g.Expect(pv.Spec.PersistentVolumeReclaimPolicy).To(Equal(corev1.PersistentVolumeReclaimDelete))
 	g.Expect(*pv.Spec.VolumeMode).To(Equal(mode))
 	g.Expect(pv.Spec.Capacity.Storage().String()).To(Equal("64Mi"))
@@ -175,24 +175,24 @@ func checkVolume(t *testing.T, pv *corev1.PersistentVolume, mode corev1.Persiste
 	terms := pv.Spec.NodeAffinity.Required.NodeSelectorTerms
 	g.Expect(terms).To(HaveLen(1))
 	g.Expect(terms[0].MatchExpressions).To(ConsistOf(corev1.NodeSelectorRequirement{
-		Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{nodeName(t)}}))
+		Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{nodeHostname(t)}}))
 	fi, err := os.Stat(pv.Spec.Local.Path)
 	g.Expect(err).NotTo(HaveOccurred())
 	if mode == corev1.PersistentVolumeBlock {
-		g.Expect(pv.Spec.Local.Path).To(Equal(filepath.Join(volumes, pv.Name+".dev")))
+		g.Expect(pv.Spec.Local.Path).To(Equal(filepath.Join(localVolumesDir, pv.Name+".dev")))
 		g.Expect(fi.Mode()&os.ModeDevice).NotTo(BeZero(), "%s is no block device", pv.Spec.Local.Path)
-		g.Expect(loopsOf(t, filepath.Join(volumes, pv.Name+".img"))).To(HaveLen(1))
+		g.Expect(loopDevicesOf(t, filepath.Join(localVolumesDir, pv.Name+".img"))).To(HaveLen(1))
 	} else {
-		g.Expect(pv.Spec.Local.Path).To(Equal(filepath.Join(volumes, pv.Name)))
+		g.Expect(pv.Spec.Local.Path).To(Equal(filepath.Join(localVolumesDir, pv.Name)))
 		g.Expect(fi.IsDir()).To(BeTrue())
 	}
 }
 
-// onNodeData hashes the first checkBytes of what backs the volume on the node.
+// onNodeData hashes the first volcheckBytes of what backs the volume on the node.
 func onNodeData(t *testing.T, pv *corev1.PersistentVolume, mode corev1.PersistentVolumeMode) string {
 	path := filepath.Join(pv.Spec.Local.Path, "disk.img")
 	if mode == corev1.PersistentVolumeBlock {
-		path = filepath.Join(volumes, pv.Name+".img")
+		path = filepath.Join(localVolumesDir, pv.Name+".img")
 		fi, err := os.Stat(path)
 		NewWithT(t).Expect(err).NotTo(HaveOccurred())
 		NewWithT(t).Expect(fi.Size()).To(Equal(int64(64 << 20)))
@@ -201,7 +201,7 @@ func onNodeData(t *testing.T, pv *corev1.PersistentVolume, mode corev1.Persisten
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
 	defer f.Close()
 	h := sha256.New()
-	_, err = io.CopyN(h, f, checkBytes)
+	_, err = io.CopyN(h, f, volcheckBytes)
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -211,34 +211,34 @@ func checkFreed(t *testing.T, pv *corev1.PersistentVolume, mode corev1.Persisten
 	g := NewWithT(t)
 	g.Expect(pv.Spec.Local.Path).NotTo(BeAnExistingFile())
 	if mode == corev1.PersistentVolumeBlock {
-		g.Expect(filepath.Join(volumes, pv.Name+".img")).NotTo(BeAnExistingFile())
+		g.Expect(filepath.Join(localVolumesDir, pv.Name+".img")).NotTo(BeAnExistingFile())
 		out, err := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").CombinedOutput()
 		g.Expect(err).NotTo(HaveOccurred(), string(out))
 		g.Expect(string(out)).NotTo(ContainSubstring(pv.Name), "a loop device still holds the deleted volume's file")
 	}
 }
 
-func loopsOf(t *testing.T, file string) []string {
+func loopDevicesOf(t *testing.T, file string) []string {
 	out, err := exec.Command("losetup", "-n", "-O", "NAME", "-j", file).CombinedOutput()
 	NewWithT(t).Expect(err).NotTo(HaveOccurred(), string(out))
 	return strings.Fields(string(out))
 }
 
-func nodeName(t *testing.T) string {
+func nodeHostname(t *testing.T) string {
 	nodes := &corev1.NodeList{}
 	NewWithT(t).Expect(k8s.List(context.Background(), nodes)).To(Succeed())
 	NewWithT(t).Expect(nodes.Items).To(HaveLen(1))
 	return nodes.Items[0].Labels["kubernetes.io/hostname"]
 }
 
-func describe(ns string, objects ...string) string {
+func kubectlDescribe(ns string, objects ...string) string {
 	out, _ := exec.Command(kubectl, append([]string{"-n", ns, "describe"}, objects...)...).CombinedOutput()
 	return string(out)
 }
 
-// patternSum is the SHA-256 of the first n bytes volcheck writes (hack/local-cluster/provisioner/
+// volcheckPatternSum is the SHA-256 of the first n bytes volcheck writes (hack/local-cluster/provisioner/
 // volcheck): SHA-256 blocks of a decimal counter.
-func patternSum(n int) string {
+func volcheckPatternSum(n int) string {
 	h := sha256.New()
 	for i := 0; n > 0; i++ {
 		b := sha256.Sum256([]byte(strconv.Itoa(i)))
@@ -249,4 +249,4 @@ func patternSum(n int) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-var volumes = func() string { d, _ := filepath.Abs("../../bin/local-cluster/state/volumes"); return d }()
+var localVolumesDir = func() string { d, _ := filepath.Abs("../../bin/local-cluster/state/volumes"); return d }()
