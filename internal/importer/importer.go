@@ -258,6 +258,7 @@ func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskf
 // hashed.
 func (cfg *Config) convertToRaw(ctx context.Context, src *staging, info diskformat.Info, out *staging, res importresult.Result, track *tracker) (importresult.Result, error) {
 	file := &sparseWriter{f: out.File, writeback: true}
+	file.useDirectIO()
 	sums := newDigests()
 	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, file, sums.md5, sums.sha256, sums.sha512)
 	convertErr := cfg.qemuConvertStream(ctx, src.File, info.Format, info.VirtualSize, sink)
