@@ -18,6 +18,7 @@ import (
 // confines itself and execs the sandboxed program, and never returns.
 func Main() {
 	if len(os.Args) < 2 || os.Args[1] != Marker {
+		entered.Store(true)
 		return
 	}
 	fs := flag.NewFlagSet(Marker, flag.ContinueOnError)

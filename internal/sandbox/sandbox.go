@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -141,6 +142,14 @@ func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd, nil
 }
+
+// entered is whether this process called Main (and is not a launcher).
+var entered atomic.Bool
+
+// CanLaunch reports whether this process can be its own launcher: it called
+// Main first thing, so that the Sandbox's default Launcher, this program,
+// enters the launcher when re-executed.
+func CanLaunch() bool { return entered.Load() }
 
 // ABI is the Landlock ABI version of the running kernel; 0 when it has none
 // (too old, or Landlock not enabled at boot).

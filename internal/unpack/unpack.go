@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 )
 
 // Options bound one unpacking.
@@ -47,6 +48,7 @@ type Report struct {
 	UncompressedSize int64  // bytes it decompressed to
 	SourceSize       int64  // bytes read: the whole source
 	Size             int64  // bytes of disk image written
+	Decoder          string // what decompressed: "sandboxed xz", "Go", ...
 	OVA              *OVA   // the OVA's disk and descriptor, for an OVA
 }
 
@@ -121,7 +123,7 @@ func Stream(r io.Reader, w io.Writer, opt Options) (Report, error) {
 			err = s.blame(e)
 		}
 	}
-	s.rep.SourceSize = src.n
+	s.rep.SourceSize = src.n.Load()
 	return s.rep, err
 }
 
@@ -131,6 +133,18 @@ type stream struct {
 	rep     Report
 	out     int64          // disk image bytes written
 	closers []func() error // of the decoders
+	// pending are the bytes read from the source that the decoder has not
+	// taken yet; nil: none.
+	pending func() int64
+}
+
+// read is how many bytes of the source the decoder took, for the ratio.
+func (s *stream) read() int64 {
+	n := s.src.n.Load()
+	if s.pending != nil {
+		n -= s.pending()
+	}
+	return n
 }
 
 func (s *stream) run(w io.Writer) error {
@@ -172,13 +186,13 @@ func (s *stream) decompress(peek *bufio.Reader, r io.Reader, what string) (io.Re
 	}
 	s.rep.Compression = c.name
 	compressed := &counter{r: r}
-	dec, err := c.open(compressed)
+	dec, err := s.open(c, compressed)
 	if err != nil {
 		return nil, s.corrupt(err)
 	}
 	out := &counter{r: &decoded{r: dec, s: s}}
 	s.closers = append(s.closers, func() error {
-		s.rep.CompressedSize, s.rep.UncompressedSize = compressed.n, out.n
+		s.rep.CompressedSize, s.rep.UncompressedSize = compressed.n.Load(), out.n.Load()
 		return dec.Close()
 	})
 	dr := bufio.NewReaderSize(out, 64<<10)
@@ -190,6 +204,21 @@ func (s *stream) decompress(peek *bufio.Reader, r io.Reader, what string) (io.Re
 		return nil, refuse(Nested, nil, "The %s %s holds %s compressed data: only one level of compression is unpacked", c.name, what, inner.name)
 	}
 	return dr, nil
+}
+
+// open returns the decoder of c reading r: the system's decompressor in
+// the sandbox where it can run (child.go), the Go one otherwise.
+func (s *stream) open(c *codec, r io.Reader) (io.ReadCloser, error) {
+	if t, path, ok := child(c.name); ok {
+		s.rep.Decoder = "sandboxed " + t.program
+		dec, err := startChild(t, path, r)
+		if err == nil {
+			s.pending = dec.pending
+		}
+		return dec, err
+	}
+	s.rep.Decoder = "Go"
+	return c.open(r)
 }
 
 // copyDisk writes the disk image r to w, within the limits. classify
@@ -223,9 +252,9 @@ func (b *bounded) Read(p []byte) (int, error) {
 	switch {
 	case s.opt.MaxSize > 0 && s.out > s.opt.MaxSize:
 		b.refusal = refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
-	case s.opt.MaxRatio > 0 && s.out > RatioGrace && s.out > s.opt.MaxRatio*s.src.n:
+	case s.opt.MaxRatio > 0 && s.out > RatioGrace && s.out > s.opt.MaxRatio*s.read():
 		b.refusal = refuse(Bomb, nil, "The source unpacks to more than %d times its size (%d bytes from the first %d), the limit of --max-decompression-ratio: a decompression bomb is refused",
-			s.opt.MaxRatio, s.out, s.src.n)
+			s.opt.MaxRatio, s.out, s.read())
 	default:
 		return n, err
 	}
@@ -252,12 +281,24 @@ func (s *stream) corrupt(err error) error {
 	if s.src.err != nil {
 		return s.src.err // the download failed: the decoder only saw it end
 	}
-	var refusal *Error
-	if errors.As(err, &refusal) {
+	var (
+		refusal *Error
+		failed  *ChildError
+	)
+	switch {
+	case errors.As(err, &refusal):
 		return refusal
+	case errors.As(err, &failed):
+		return failed // not the stream's fault
 	}
 	what := "corrupt"
-	if errors.Is(err, io.ErrUnexpectedEOF) || s.src.eof {
+	var said *streamError
+	switch {
+	case errors.As(err, &said): // a decompressor read all it was given
+		if said.truncated {
+			what = "truncated"
+		}
+	case errors.Is(err, io.ErrUnexpectedEOF) || s.src.eof:
 		what = "truncated or corrupt"
 	}
 	return refuse(Corrupt, err, "The %s stream is %s (%s)", s.rep.Compression, what, err)
@@ -279,17 +320,19 @@ func (d *decoded) Read(p []byte) (int, error) {
 }
 
 // source is the download: it remembers how many bytes it gave, whether it
-// ended, and its error, which is the download's and not the stream's.
+// ended, and its error, which is the download's and not the stream's. A
+// decompressor's feeder reads it while the limits read n; eof and err are
+// read once the feeder is done.
 type source struct {
 	r   io.Reader
-	n   int64
+	n   atomic.Int64
 	eof bool
 	err error
 }
 
 func (s *source) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	s.n += int64(n)
+	s.n.Add(int64(n))
 	switch {
 	case err == io.EOF:
 		s.eof = true
@@ -299,14 +342,15 @@ func (s *source) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// counter counts the bytes read through it.
+// counter counts the bytes read through it (by a decompressor's feeder,
+// too).
 type counter struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *counter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }

@@ -1,0 +1,267 @@
+package unpack
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imageimport/image-import-operator/internal/sandbox"
+	"github.com/imageimport/image-import-operator/internal/testimages"
+)
+
+// xz run in the sandbox, and the Go decoders every format falls back to:
+// the same bytes out, the same refusals.
+
+func requireChildren(t *testing.T) {
+	t.Helper()
+	if sandbox.ABI() == 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the kernel has no Landlock; CI machines must have it")
+		}
+		t.Skip("the kernel has no Landlock: the decompressors cannot run sandboxed")
+	}
+	testimages.RequireTool(t, "xz")
+}
+
+// decoders runs f once with the sandboxed decompressors and once with the
+// Go decoders, and says which decoder each format must get.
+func decoders(t *testing.T, f func(t *testing.T, want func(format string) string)) {
+	t.Run("sandboxed", func(t *testing.T) {
+		requireChildren(t)
+		f(t, func(format string) string {
+			if tl, ok := tools[format]; ok {
+				return "sandboxed " + tl.program
+			}
+			return "Go"
+		})
+	})
+	t.Run("Go", func(t *testing.T) {
+		inProcess.Store(true)
+		defer inProcess.Store(false)
+		f(t, func(string) string { return "Go" })
+	})
+}
+
+func TestBothDecodersGiveTheSameBytes(t *testing.T) {
+	dir := t.TempDir()
+	// Not a disk, but bytes that compress as a disk's data does, and zeros.
+	data := append(bytes.Repeat([]byte("a disk image's data, "), 200_000), make([]byte, 3<<20)...)
+	raw := filepath.Join(dir, "data")
+	os.WriteFile(raw, data, 0o644)
+	files := map[string]string{}
+	for _, c := range testimages.Compressors {
+		files[c.Name] = testimages.Compress(t, c.Name, raw, filepath.Join(dir, "data."+c.Ext))
+	}
+	decoders(t, func(t *testing.T, want func(string) string) {
+		for _, c := range testimages.Compressors {
+			t.Run(c.Name, func(t *testing.T) {
+				src, _ := os.ReadFile(files[c.Name])
+				var out bytes.Buffer
+				rep, err := Stream(bytes.NewReader(src), &out, Options{MaxRatio: 1000, MaxSize: 64 << 20})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(out.Bytes(), data) || rep.Decoder != want(c.Name) || rep.Compression != c.Name ||
+					rep.CompressedSize != int64(len(src)) || rep.UncompressedSize != int64(len(data)) || rep.SourceSize != int64(len(src)) {
+					t.Errorf("report %+v; %d bytes out, want %d by the %s decoder", rep, out.Len(), len(data), want(c.Name))
+				}
+			})
+		}
+	})
+}
+
+func TestBothDecodersRefuseBombs(t *testing.T) {
+	dir := t.TempDir()
+	bombs := map[string][]byte{}
+	for _, c := range testimages.Compressors {
+		b, err := os.ReadFile(testimages.Bomb(t, dir, c.Name, 512<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bombs[c.Name] = b
+	}
+	decoders(t, func(t *testing.T, want func(string) string) {
+		for _, c := range testimages.Compressors {
+			for _, tc := range []struct {
+				name string
+				opt  Options
+				kind Kind
+				stop int64
+			}{
+				{"size", Options{MaxSize: 100 << 20}, TooLarge, 100 << 20},
+				{"ratio", Options{MaxRatio: 1000}, Bomb, RatioGrace},
+			} {
+				t.Run(c.Name+"/"+tc.name, func(t *testing.T) {
+					w := &chunked{}
+					start := time.Now()
+					rep, err := Stream(bytes.NewReader(bombs[c.Name]), w, tc.opt)
+					var refusal *Error
+					if !errors.As(err, &refusal) || refusal.Kind != tc.kind {
+						t.Fatalf("err %v, want a refusal of kind %d", err, tc.kind)
+					}
+					stop := tc.stop
+					if tc.kind == Bomb && rep.Decoder != "Go" {
+						// xz reads a few blocks ahead of what it decodes,
+						// and they count: here the whole 79 KiB bomb.
+						stop = max(stop, 1000*int64(len(bombs[c.Name])))
+					}
+					if w.n > stop+2<<20 || rep.Size > stop+2<<20 || rep.Decoder != want(c.Name) {
+						t.Errorf("wrote %d bytes (report %+v) for a limit at %d", w.n, rep, tc.stop)
+					}
+					noChildLeft(t)
+					t.Logf("refused in %v", time.Since(start))
+				})
+			}
+		}
+	})
+}
+
+func TestBothDecodersRefuseCorruptAndTruncatedStreams(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 3) // compressible, with no long runs
+	}
+	raw := filepath.Join(dir, "data")
+	os.WriteFile(raw, data, 0o644)
+	files := map[string][]byte{}
+	for _, c := range testimages.Compressors {
+		files[c.Name], _ = os.ReadFile(testimages.Compress(t, c.Name, raw, filepath.Join(dir, "data."+c.Ext)))
+	}
+	decoders(t, func(t *testing.T, want func(string) string) {
+		for _, c := range testimages.Compressors {
+			src := files[c.Name]
+			corrupt := bytes.Clone(src)
+			corrupt[len(corrupt)/2] ^= 0x55
+			for _, tc := range []struct {
+				name, says string
+				src        []byte
+			}{
+				{"truncated", "truncated", src[:len(src)/2]},
+				{"corrupt", "corrupt", corrupt},
+				{"trailing garbage", "corrupt", append(bytes.Clone(src), "garbage after the stream"...)},
+			} {
+				t.Run(c.Name+"/"+tc.name, func(t *testing.T) {
+					rep, err := Stream(bytes.NewReader(tc.src), io.Discard, Options{})
+					var refusal *Error
+					if !errors.As(err, &refusal) || refusal.Kind != Corrupt || !strings.HasPrefix(refusal.Reason, "The "+c.Name+" stream is ") || !strings.Contains(refusal.Reason, tc.says) {
+						t.Fatalf("err %v, want a corrupt stream", err)
+					}
+					if rep.Decoder != want(c.Name) {
+						t.Errorf("decoded by %s, want %s", rep.Decoder, want(c.Name))
+					}
+					noChildLeft(t)
+					t.Log(err)
+				})
+			}
+			t.Run(c.Name+"/the download fails", func(t *testing.T) {
+				dropped := errors.New("connection reset")
+				r := io.MultiReader(bytes.NewReader(src[:len(src)/2]), &failing{dropped})
+				if _, err := Stream(r, io.Discard, Options{}); err != dropped {
+					t.Errorf("err %v, want the source's", err)
+				}
+			})
+		}
+	})
+}
+
+// A decompressor that fails for want of memory, or is killed, is the
+// node's trouble: not a refusal of the stream, which another try may
+// import.
+func TestADecompressorsOwnFailureIsNotACorruptStream(t *testing.T) {
+	requireChildren(t)
+	src, _ := os.ReadFile(testimages.Compress(t, "xz", testimages.Raw(t, t.TempDir(), 1<<20), filepath.Join(t.TempDir(), "image.xz")))
+	for _, tc := range []struct{ name, script, says string }{
+		{"out of memory", `echo "xz: (stdin): Cannot allocate memory" >&2; exit 1`, "Cannot allocate memory"},
+		{"killed", `kill -KILL $$`, "signal: killed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer swapTool("xz", tool{program: "sh", args: func() []string { return []string{"-c", tc.script} }, outOfMemory: saysOutOfMemory})()
+			_, err := Stream(bytes.NewReader(src), io.Discard, Options{})
+			var (
+				failed  *ChildError
+				refusal *Error
+			)
+			if !errors.As(err, &failed) || errors.As(err, &refusal) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("err %v, want the sandboxed decompressor's failure", err)
+			}
+		})
+	}
+	t.Run("a decompressor's error on its input is a corrupt stream", func(t *testing.T) {
+		defer swapTool("xz", tool{program: "sh", args: func() []string { return []string{"-c", `echo "xz: (stdin): Compressed data is corrupt" >&2; exit 1`} }, outOfMemory: saysOutOfMemory})()
+		_, err := Stream(bytes.NewReader(src), io.Discard, Options{})
+		var refusal *Error
+		if !errors.As(err, &refusal) || refusal.Kind != Corrupt || !strings.Contains(err.Error(), "Compressed data is corrupt)") {
+			t.Fatalf("err %v, want a corrupt stream in xz's words", err)
+		}
+	})
+}
+
+func TestFallsBackToGoWhereNoDecompressorCanRun(t *testing.T) {
+	dir := t.TempDir()
+	raw := testimages.Raw(t, dir, 1<<20)
+	want, _ := os.ReadFile(raw)
+	src, _ := os.ReadFile(testimages.Compress(t, "xz", raw, filepath.Join(dir, "image.xz")))
+	check := func(t *testing.T) {
+		var out bytes.Buffer
+		rep, err := Stream(bytes.NewReader(src), &out, Options{})
+		if err != nil || rep.Decoder != "Go" || !bytes.Equal(out.Bytes(), want) {
+			t.Errorf("err %v, decoder %q, %d bytes; want the Go decoder's %d bytes", err, rep.Decoder, out.Len(), len(want))
+		}
+	}
+	t.Run("not installed", func(t *testing.T) {
+		defer swapTool("xz", tool{program: "xz-is-not-installed", args: func() []string { return nil }, outOfMemory: saysOutOfMemory})()
+		check(t)
+	})
+	t.Run("no sandbox", func(t *testing.T) {
+		defer func(old func() bool) { canLaunch = old }(canLaunch)
+		canLaunch = func() bool { return false }
+		check(t)
+	})
+}
+
+// The decompressors are confined: no file but their program and libraries,
+// no socket.
+func TestADecompressorIsConfined(t *testing.T) {
+	requireChildren(t)
+	src, _ := os.ReadFile(testimages.Compress(t, "xz", testimages.Raw(t, t.TempDir(), 1<<20), filepath.Join(t.TempDir(), "image.xz")))
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("secret"), 0o600)
+	defer swapTool("xz", tool{program: "sh", args: func() []string {
+		// Built-ins only: sh itself opens the files.
+		return []string{"-c", `for f in ` + secret + ` /etc/hostname /proc/self/environ; do read -r s < $f && echo "$s"; done; echo "exit 1" >&2; exit 1`}
+	}, outOfMemory: saysOutOfMemory})()
+	var out bytes.Buffer
+	_, err := Stream(bytes.NewReader(src), &out, Options{})
+	if out.Len() != 0 || err == nil || !strings.Contains(err.Error(), "exit 1") {
+		t.Fatalf("the decompressor read %q (%v)", out.Bytes(), err)
+	}
+}
+
+func swapTool(format string, t tool) func() {
+	old := tools[format]
+	tools[format] = t
+	return func() { tools[format] = old }
+}
+
+// noChildLeft fails when a child of this process still runs: a refusal
+// stops the decompressor it no longer reads.
+func noChildLeft(t *testing.T) {
+	t.Helper()
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, pid := range strings.Fields(string(b)) {
+			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+			if _, err := strconv.Atoi(pid); err == nil {
+				t.Errorf("child %s (%s) still runs", pid, strings.TrimSpace(string(comm)))
+			}
+		}
+	}
+}
