@@ -54,6 +54,8 @@ root=$build/importer.rootfs
 base "$root"
 install -D -m 0755 "$build/importer" "$root/usr/local/bin/importer"
 with_libs "$(command -v qemu-img)" /usr/bin/qemu-img "$root"
+# xz decompresses .xz sources, sandboxed (internal/unpack); without it the importer uses Go's decoder.
+with_libs "$(command -v xz)" /usr/bin/xz "$root"
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 image importer localhost/imageimport/importer:dev /usr/local/bin/importer
 
