@@ -120,6 +120,9 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	// passed on as it is) into the staging file, hashed again when it is
 	// the image itself: its md5, sha256 and sha512 are the stored image's.
 	file := &sparseWriter{f: src.File, writeback: sameFormat}
+	if sameFormat {
+		file.useDirectIO()
+	}
 	imageSums := newDigests()
 	imageSinks := []io.Writer{file}
 	download := &headRecorder{}
