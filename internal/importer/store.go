@@ -225,7 +225,12 @@ func (w *sparseWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// finish gives the file the stream's size, which a final hole leaves short.
+// finish gives the file the stream's size, which a final hole leaves short,
+// and leaves O_DIRECT mode: the inspector reads the file after us, at the
+// offsets and into the buffers it likes.
 func (w *sparseWriter) finish() error {
+	if w.direct {
+		w.setDirect(false)
+	}
 	return w.f.Truncate(w.off)
 }
