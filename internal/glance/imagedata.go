@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 )
@@ -96,8 +97,26 @@ func (s *Server) downloadImage(w http.ResponseWriter, r *http.Request, id *Ident
 	}
 	w.WriteHeader(code)
 	if r.Method != http.MethodHead {
-		io.CopyN(w, data, length)
+		// A download lasts as long as its client keeps reading, not the
+		// server's write timeout: each write gets its own deadline.
+		out := &progressDeadline{w: w, rc: http.NewResponseController(w)}
+		io.CopyBuffer(out, io.LimitReader(data, length), make([]byte, 1<<20))
 	}
+}
+
+// writeStallTimeout is how long one write of image data may block (a
+// client that stopped reading) before the download is cut.
+const writeStallTimeout = time.Minute
+
+// progressDeadline moves the connection's write deadline before each write.
+type progressDeadline struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (p *progressDeadline) Write(b []byte) (int, error) {
+	p.rc.SetWriteDeadline(time.Now().Add(writeStallTimeout))
+	return p.w.Write(b)
 }
 
 func noContent(w http.ResponseWriter) {
