@@ -167,6 +167,12 @@ func (r *ImageReconciler) reconcileDelete(ctx context.Context, w *imageWrite) (c
 	if img.Status.Location == "" {
 		return ctrl.Result{}, r.release(ctx, w, "nodata", "Image deleted: it held no data")
 	}
+	if claim, ok := volumeClaimOf(img); ok {
+		// The volume is the image's (its controller): the garbage collector
+		// deletes it once the image is gone. No store to clean.
+		return ctrl.Result{}, r.release(ctx, w, "volume",
+			"Image deleted: its volume "+claim+" is deleted with it (garbage collection)")
+	}
 	if gone, err := r.storeGone(ctx, img); err != nil || gone != "" {
 		if err != nil {
 			return ctrl.Result{}, err

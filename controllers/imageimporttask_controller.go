@@ -46,16 +46,11 @@ import (
 // Glance's [task] task_time_to_live.
 const DefaultTaskTTL = 48 * time.Hour
 
-// DefaultStoreClaimTimeout is how long a task waits for the image store's
-// claim to exist in its namespace before it fails.
-//
-// It is shorter than the import's own bound (activeDeadlineSeconds, an hour
-// by default) because nothing in the cluster ever creates the claim by
-// itself: unlike a full quota, a busy cluster or a registry that is down, a
-// missing claim does not heal, and an hour of "pending" only hides a
-// mistake. The wait covers the manifests of a namespace that are applied
-// in no particular order (kubectl apply -f dir/, a GitOps sync) and a human
-// who creates the claim on reading the task's message.
+// DefaultStoreClaimTimeout is how long a task waits for an image store
+// claim that is being deleted to go and be replaced, from the task's
+// creation, before it fails. A missing claim is no longer waited for: the
+// operator creates it when a storage class can provision it, and the task
+// fails at once, saying how to fix it, when none can.
 const DefaultStoreClaimTimeout = 5 * time.Minute
 
 // containerCreatingRecheck is how often a task whose importer pod is stuck
@@ -80,8 +75,9 @@ type ImageImportTaskReconciler struct {
 	Importer ImporterConfig
 	// TaskTTL is the time from completion to expiresAt.
 	TaskTTL time.Duration
-	// StoreClaimTimeout bounds the wait of a task for the store claim to
-	// exist, from the task's creation (DefaultStoreClaimTimeout if zero).
+	// StoreClaimTimeout bounds the wait of a task for a store claim being
+	// deleted to be replaced, from the task's creation
+	// (DefaultStoreClaimTimeout if zero).
 	StoreClaimTimeout time.Duration
 	// MaxConcurrentReconciles bounds the reconciles that run at once.
 	MaxConcurrentReconciles int
@@ -132,6 +128,9 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 			recheck = obs.recheck
 		}
 	}
+	if err := r.annotateVolume(ctx, task); err != nil {
+		return ctrl.Result{}, err
+	}
 	res, err := r.expire(ctx, task)
 	if recheck > 0 && (res.RequeueAfter == 0 || recheck < res.RequeueAfter) {
 		res.RequeueAfter = recheck
@@ -165,7 +164,7 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 		if refused, err := r.linkImage(ctx, task); refused != nil || err != nil {
 			return ptr.Deref(refused, observation{}), err
 		}
-		if obs, waiting, err := r.waitForStoreClaim(ctx, task); waiting || err != nil {
+		if obs, stop, err := r.prepareDestination(ctx, task); stop || err != nil {
 			return obs, err
 		}
 		if job, err = r.createJob(ctx, task); err != nil {
@@ -175,7 +174,7 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 		return failed(tasksv1.ReasonJobConflict, fmt.Sprintf(
 			"Job %s already exists and does not belong to this task.", job.Name)), nil
 	}
-	obs := observation{job: job, storeLocation: storeLocation(task, r.Importer.StoreClaimName)}
+	obs := observation{job: job, storeLocation: imageLocation(task, r.Importer)}
 	done := finishedCondition(job)
 	if done != nil {
 		pods, err := r.jobPods(ctx, r.APIReader, job) // the final word, not a cache that may lag
@@ -243,44 +242,6 @@ func (r *ImageImportTaskReconciler) createJob(ctx context.Context, task *tasksv1
 	ctrl.LoggerFrom(ctx).Info("Created Job", "job", klog.KObj(job))
 	r.Recorder.Eventf(task, job, corev1.EventTypeNormal, "JobCreated", "CreateJob", "Created Job %s", job.Name)
 	return job, nil
-}
-
-// waitForStoreClaim holds back the Job of a task while the image store's
-// claim does not exist in its namespace: its pod could not be scheduled.
-// waiting is false when the claim exists. The task fails when the claim
-// has not appeared StoreClaimTimeout after the task's creation.
-func (r *ImageImportTaskReconciler) waitForStoreClaim(ctx context.Context, task *tasksv1.ImageImportTask) (obs observation, waiting bool, err error) {
-	claim := r.Importer.StoreClaimName
-	key := client.ObjectKey{Namespace: task.Namespace, Name: claim}
-	pvc := &corev1.PersistentVolumeClaim{}
-	err = r.importerCache.Get(ctx, key, pvc)
-	if apierrors.IsNotFound(err) {
-		// The cache may not have seen a claim created a moment ago.
-		err = r.APIReader.Get(ctx, key, pvc)
-	}
-	why := ""
-	switch {
-	case apierrors.IsNotFound(err):
-		why = fmt.Sprintf("The image store claim %q does not exist in namespace %q", claim, task.Namespace)
-	case err != nil:
-		return observation{}, false, fmt.Errorf("reading PersistentVolumeClaim %s: %w", claim, err)
-	case pvc.DeletionTimestamp != nil:
-		why = fmt.Sprintf("The image store claim %q in namespace %q is being deleted", claim, task.Namespace)
-	default:
-		return observation{}, false, nil
-	}
-	bound := cmp.Or(r.StoreClaimTimeout, DefaultStoreClaimTimeout)
-	deadline := task.CreationTimestamp.Add(bound)
-	left := deadline.Sub(r.Clock.Now())
-	if left <= 0 {
-		return failed(tasksv1.ReasonStoreClaimMissing, fmt.Sprintf(
-			"%s: the import waited %s for it. Create the claim and import again.", why, bound)), true, nil
-	}
-	return observation{
-		waiting: &problem{tasksv1.ReasonStoreClaimMissing, fmt.Sprintf(
-			"%s: the import starts when it does, and fails if it does not by %s.", why, deadline.UTC().Format(time.RFC3339))},
-		recheck: left,
-	}, true, nil
 }
 
 // whyNotRunning looks for what keeps a running Job's importer from

@@ -258,16 +258,21 @@ func TestJobConflict(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespaceWithoutClaim(t)
-	// Without its claim the task waits, and creates no Job: time for
-	// someone else to take its Job's name.
-	task := createTask(t, sampleTask(ns, "conflict"))
+	// While its store claim is being deleted the task waits, and creates
+	// no Job: time for someone else to take its Job's name. Then the claim
+	// goes, and a manager that may create one does.
+	release := deletingStoreClaim(t, ns)
+	labels := startManagerFor(t, func(c *ImporterConfig) { c.Destination.StoreStorageClass = "test-class" })
+	task := sampleTask(ns, "conflict")
+	task.Labels = labels
+	createTask(t, task)
 	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonStoreClaimMissing)
 	intruder := desiredJob(task, testImporterConfig())
 	intruder.Labels = nil
 	g.Expect(k8sClient.Create(ctx, intruder)).To(Succeed())
 
 	before := failureMetricsFor(tasksv1.ReasonJobConflict)
-	createStoreClaim(t, ns)
+	release()
 	got := waitForStatus(t, task, tasksv1.TaskFailure)
 	g.Expect(got.Status.Message).To(Equal("Job " + intruder.Name + " already exists and does not belong to this task."))
 	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonJobConflict))

@@ -38,6 +38,11 @@ type ImporterConfig struct {
 	// Args are appended to the importer's command line, for the URL
 	// policy (--allowed-hosts=...) and other site settings.
 	Args []string
+	// Destination is where tasks that name none store their image, and the
+	// defaults of volumes and of the store claims the operator creates.
+	Destination DestinationDefaults
+	// Placement is the default placement of importer pods.
+	Placement PlacementDefaults
 }
 
 // ImportLimits are the importer's bounds, set by the manager so that a
@@ -116,8 +121,8 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 		tasksv1.LabelTaskUID:           string(t.UID),
 		tasksv1.LabelImageID:           taskImageID(t),
 	}
-	volumes, mounts := importerVolumes(t, cfg)
-	return &batchv1.Job{
+	volumes, mounts, devices := importerVolumes(t, cfg)
+	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: jobName(t), Namespace: t.Namespace, Labels: labels},
 		Spec: batchv1.JobSpec{
 			BackoffLimit:          ptr.To(ptr.Deref(t.Spec.BackoffLimit, 3)),
@@ -144,9 +149,10 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 						Name:            importerContainer,
 						Image:           cfg.Image,
 						ImagePullPolicy: cfg.PullPolicy,
-						Args:            slices.Concat(importerArgs(t), cfg.Limits.args(), cfg.Args),
+						Args:            slices.Concat(importerArgs(t), destinationArgs(t, cfg), cfg.Limits.args(), cfg.Args),
 						Resources:       cfg.Resources,
 						VolumeMounts:    mounts,
+						VolumeDevices:   devices,
 						// The importer writes its JSON result there; a crash
 						// before that leaves the log tail for the message.
 						TerminationMessagePath:   corev1.TerminationMessagePathDefault,
@@ -162,6 +168,8 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 			},
 		},
 	}
+	applyImporterPod(&job.Spec.Template.Spec, t, cfg)
+	return job
 }
 
 // importerAccess is the service account an import runs as, with a Role that
@@ -214,7 +222,6 @@ func importerArgs(t *tasksv1.ImageImportTask) []string {
 		"--source-format=" + string(in.ImportFromFormat),
 		"--target-format=" + string(in.ImageProperties.DiskFormat),
 		"--container-format=" + string(in.ImageProperties.ContainerFormat), // ova: the source is a tar holding the disk
-		"--dest=" + storeMountPath,
 		"--image-id=" + taskImageID(t),
 		"--result-file=" + corev1.TerminationMessagePathDefault,
 		"--connect-timeout=" + strconv.Itoa(int(ptr.Deref(src.ConnectTimeoutSeconds, 30))) + "s",
@@ -233,19 +240,14 @@ func importerArgs(t *tasksv1.ImageImportTask) []string {
 	return args
 }
 
-func importerVolumes(t *tasksv1.ImageImportTask, cfg ImporterConfig) ([]corev1.Volume, []corev1.VolumeMount) {
-	volumes := []corev1.Volume{
-		{Name: "store", VolumeSource: corev1.VolumeSource{
-			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: cfg.StoreClaimName},
-		}},
+func importerVolumes(t *tasksv1.ImageImportTask, cfg ImporterConfig) ([]corev1.Volume, []corev1.VolumeMount, []corev1.VolumeDevice) {
+	dest, mounts, devices := destinationVolume(t, cfg)
+	volumes := []corev1.Volume{dest,
 		{Name: "scratch", VolumeSource: corev1.VolumeSource{
 			EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(cfg.ScratchSize)},
 		}},
 	}
-	mounts := []corev1.VolumeMount{
-		{Name: "store", MountPath: storeMountPath},
-		{Name: "scratch", MountPath: scratchMountPath},
-	}
+	mounts = append(mounts, corev1.VolumeMount{Name: "scratch", MountPath: scratchMountPath})
 	if ref := t.Spec.Source.CredentialsSecretRef; ref != nil {
 		volumes = append(volumes, secretVolume("credentials", ref.Name, nil))
 		mounts = append(mounts, corev1.VolumeMount{Name: "credentials", MountPath: credentialsMountPath, ReadOnly: true})
@@ -255,7 +257,7 @@ func importerVolumes(t *tasksv1.ImageImportTask, cfg ImporterConfig) ([]corev1.V
 		volumes = append(volumes, secretVolume("ca-bundle", ref.Name, only))
 		mounts = append(mounts, corev1.VolumeMount{Name: "ca-bundle", MountPath: caBundleMountPath, ReadOnly: true})
 	}
-	return volumes, mounts
+	return volumes, mounts, devices
 }
 
 func secretVolume(name, secret string, items []corev1.KeyToPath) corev1.Volume {

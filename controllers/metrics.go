@@ -21,6 +21,7 @@ type Metrics struct {
 	imageTransitions *prometheus.CounterVec
 	imageDeletions   *prometheus.CounterVec
 	cleanupFailures  prometheus.Counter
+	claimsCreated    *prometheus.CounterVec
 }
 
 // NewMetrics registers the operator's metrics. Tasks and images by status are counted
@@ -52,14 +53,18 @@ func NewMetrics(reg prometheus.Registerer, reader client.Reader) *Metrics {
 	}, []string{"status"})
 	m.imageDeletions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "imageimport_image_deletions_total",
-		Help: "Deleted Images let go, by outcome: removed (a cleanup Job removed the data), nodata (there was none), storegone (the namespace or the store claim went first).",
+		Help: "Deleted Images let go, by outcome: removed (a cleanup Job removed the data), nodata (there was none), storegone (the namespace or the store claim went first), volume (the image's own volume goes with it, by garbage collection).",
 	}, []string{"outcome"})
+	m.claimsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imageimport_claims_created_total",
+		Help: "PersistentVolumeClaims the operator created, by kind (store: a namespace's image store; volume: an image's own volume) and volume mode.",
+	}, []string{"kind", "mode"})
 	m.cleanupFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "imageimport_image_cleanup_failures_total",
 		Help: "Cleanup Jobs that failed to remove a deleted Image's data (another one runs).",
 	})
 	reg.MustRegister(m.duration, m.retries, m.failures, m.problems, &taskCollector{reader: reader},
-		m.imageTransitions, m.imageDeletions, m.cleanupFailures, &imageCollector{reader: reader})
+		m.imageTransitions, m.imageDeletions, m.cleanupFailures, m.claimsCreated, &imageCollector{reader: reader})
 	return m
 }
 
@@ -182,5 +187,12 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(imagesDesc, prometheus.GaugeValue, float64(n), string(s))
+	}
+}
+
+// observeClaimCreated counts a claim the operator created.
+func (m *Metrics) observeClaimCreated(kind, mode string) {
+	if m != nil {
+		m.claimsCreated.WithLabelValues(kind, mode).Inc()
 	}
 }

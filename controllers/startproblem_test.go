@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -56,38 +57,62 @@ func startProblems(reason string) float64 {
 	return gathered("imageimport_task_start_problems_total", map[string]string{"reason": reason})
 }
 
-// TestStoreClaimMissing: a task waits for its namespace's store claim,
-// says so, and starts when the claim appears.
+// TestStoreClaimMissing: without a claim, a --store-storage-class or a
+// default StorageClass (envtest has none), a task fails at once and says
+// how to fix it, instead of waiting for a claim nothing would create.
 func TestStoreClaimMissing(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespaceWithoutClaim(t)
-	before := startProblems(tasksv1.ReasonStoreClaimMissing)
+	before := failureMetricsFor(tasksv1.ReasonStoreClaimMissing)
+	start := time.Now()
 	task := createTask(t, sampleTask(ns, "no-claim"))
-	expectWaiting(t, task, tasksv1.TaskPending, tasksv1.ReasonStoreClaimMissing,
-		`The image store claim "image-store" does not exist in namespace "`+ns+`": the import starts when it does, and fails if it does not by `, before)
-	g.Consistently(func() []batchv1.Job { return jobsOf(t, task) }, time.Second).Should(BeEmpty(), "no Job whose pod could not run")
-
-	createStoreClaim(t, ns)
-	job := waitForJob(t, task)
-	got := waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
-	g.Expect(got.Status.Status).To(Equal(tasksv1.TaskPending))
-	g.Expect(got.Status.Message).To(BeEmpty(), "the problem is gone, and so is its message")
-	g.Expect(got.Status.JobName).To(Equal(job.Name))
+	got := waitForStatus(t, task, tasksv1.TaskFailure)
+	g.Expect(time.Since(start)).To(BeNumerically("<", 10*time.Second), "it fails at once, not after --store-claim-timeout")
+	g.Expect(got.Status.Message).To(Equal(`The image store claim "image-store" does not exist in namespace "` + ns + `", and the operator cannot create it: ` +
+		`the manager has no --store-storage-class and the cluster has no default StorageClass. Create the claim (a ReadWriteOnce ` +
+		`PersistentVolumeClaim named image-store), give the manager --store-storage-class, or import into a volume of a named ` +
+		`class (spec.destination: {type: Volume, volume: {storageClassName: ...}}); then import again.`))
+	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonStoreClaimMissing))
+	expectFailureRecorded(t, task, tasksv1.ReasonStoreClaimMissing, tasksv1.ReasonStoreClaimMissing, before)
+	g.Expect(jobsOf(t, task)).To(BeEmpty(), "no Job whose pod could not run")
 }
 
-// TestStoreClaimTimeout: a task whose claim does not appear within the
-// manager's bound fails, and says why; the bound runs on the reconciler's
-// clock, and the requeue at its end fires.
+// deletingStoreClaim makes ns's store claim one that is being deleted:
+// envtest runs no pvc-protection controller, so it stays so until the
+// returned function removes its finalizers.
+func deletingStoreClaim(t *testing.T, ns string) func() {
+	t.Helper()
+	ctx := context.Background()
+	createStoreClaim(t, ns)
+	pvc := &corev1.PersistentVolumeClaim{}
+	key := client.ObjectKey{Namespace: ns, Name: testImporterConfig().StoreClaimName}
+	g := NewWithT(t)
+	g.Expect(k8sClient.Get(ctx, key, pvc)).To(Succeed())
+	if len(pvc.Finalizers) == 0 { // the API server adds kubernetes.io/pvc-protection; in case it did not
+		pvc.Finalizers = []string{"test.imageimport.io/hold"}
+		g.Expect(k8sClient.Update(ctx, pvc)).To(Succeed())
+	}
+	g.Expect(k8sClient.Delete(ctx, pvc)).To(Succeed())
+	return func() {
+		g.Expect(k8sClient.Patch(ctx, pvc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))).To(Succeed())
+	}
+}
+
+// TestStoreClaimTimeout: a task whose store claim is being deleted waits
+// for it to be replaced, within the manager's bound, and then fails, and
+// says why; the bound runs on the reconciler's clock, and the requeue at
+// its end fires.
 func TestStoreClaimTimeout(t *testing.T) {
 	g := NewWithT(t)
 	const bound = 5 * time.Minute
 	clk, _, labels := startClockManager(t, bound)
 	ns := newNamespaceWithoutClaim(t)
+	t.Cleanup(deletingStoreClaim(t, ns))
 	task := sampleTask(ns, "never-a-claim")
 	task.Labels = labels
 	problemsBefore := startProblems(tasksv1.ReasonStoreClaimMissing)
 	createTask(t, task)
-	expectWaiting(t, task, tasksv1.TaskPending, tasksv1.ReasonStoreClaimMissing, "does not exist", problemsBefore)
+	expectWaiting(t, task, tasksv1.TaskPending, tasksv1.ReasonStoreClaimMissing, "is being deleted: the import starts once it is gone and replaced", problemsBefore)
 
 	before := failureMetricsFor(tasksv1.ReasonStoreClaimMissing)
 	clk.Step(bound - 10*time.Second)
@@ -98,8 +123,8 @@ func TestStoreClaimTimeout(t *testing.T) {
 	}, time.Second).Should(Equal(tasksv1.TaskPending), "not before the bound")
 	clk.Step(15 * time.Second)
 	got := waitForStatus(t, task, tasksv1.TaskFailure)
-	g.Expect(got.Status.Message).To(Equal(`The image store claim "image-store" does not exist in namespace "` + ns +
-		`": the import waited 5m0s for it. Create the claim and import again.`))
+	g.Expect(got.Status.Message).To(Equal(`The image store claim "image-store" in namespace "` + ns +
+		`" is being deleted: the import waited 5m0s for it to go and be replaced. Create the claim and import again.`))
 	g.Expect(meta.FindStatusCondition(got.Status.Conditions, tasksv1.ConditionReady).Reason).To(Equal(tasksv1.ReasonStoreClaimMissing))
 	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionStalled)).To(BeTrue())
 	expectFailureRecorded(t, task, tasksv1.ReasonStoreClaimMissing, tasksv1.ReasonStoreClaimMissing, before)

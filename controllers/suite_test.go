@@ -125,6 +125,8 @@ type managerOptions struct {
 	clock clock.WithTicker
 	// storeClaimTimeout is the reconciler's (testStoreClaimTimeout if zero).
 	storeClaimTimeout time.Duration
+	// importer edits the manager's importer configuration, if set.
+	importer func(*ImporterConfig)
 	// only is the labelManager value of the tasks this manager reconciles;
 	// "" for the shared manager, which reconciles the tasks without one.
 	only string
@@ -160,6 +162,10 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 	if err != nil {
 		panic(err)
 	}
+	importer := testImporterConfig()
+	if opts.importer != nil {
+		opts.importer(&importer)
+	}
 	r := &ImageImportTaskReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -167,7 +173,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		Recorder:                mgr.GetEventRecorder("image-import-operator"),
 		Clock:                   cmp.Or[clock.WithTicker](opts.clock, clock.RealClock{}),
 		Metrics:                 testMetrics,
-		Importer:                testImporterConfig(),
+		Importer:                importer,
 		TaskTTL:                 testTTL,
 		StoreClaimTimeout:       cmp.Or(opts.storeClaimTimeout, testStoreClaimTimeout),
 		MaxConcurrentReconciles: 4,
@@ -182,7 +188,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		Recorder:  mgr.GetEventRecorder("image-import-operator"),
 		Clock:     r.Clock,
 		Metrics:   testMetrics,
-		Importer:  testImporterConfig(),
+		Importer:  importer,
 		// A failed cleanup Job is replaced in a test's time.
 		CleanupRetry: time.Second,
 	}
@@ -226,6 +232,17 @@ func startClockManager(t *testing.T, storeClaimTimeout time.Duration) (*clocktes
 	stop, r := startReconciler(managerOptions{clock: fake, storeClaimTimeout: storeClaimTimeout, only: id})
 	t.Cleanup(func() { stop(); cancel() })
 	return fake, r, map[string]string{labelManager: id}
+}
+
+// startManagerFor runs, for the rest of the test, a manager with an
+// importer configuration of its own for the tasks that carry the returned
+// labels.
+func startManagerFor(t *testing.T, edit func(*ImporterConfig)) map[string]string {
+	t.Helper()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, _ := startReconciler(managerOptions{importer: edit, only: id})
+	t.Cleanup(stop)
+	return map[string]string{labelManager: id}
 }
 
 func testImporterConfig() ImporterConfig {

@@ -39,6 +39,13 @@ const (
 	// ReasonImageConflict: an Image with the id a task would create exists
 	// and is not that task's.
 	ReasonImageConflict = "ImageConflict"
+	// ReasonStorageClassMissing: a Volume destination names no storage
+	// class, the manager has no --volume-storage-class and the cluster has
+	// no default StorageClass: nothing would ever bind its claim.
+	ReasonStorageClassMissing = "StorageClassMissing"
+	// ReasonVolumeConflict: a PersistentVolumeClaim with the image's volume
+	// name exists and is not the image's.
+	ReasonVolumeConflict = "VolumeConflict"
 )
 
 // Reasons of an Image's Ready condition, besides a failed import's own
@@ -103,6 +110,18 @@ const (
 	// (the import's Job and pods, the cleanup Job): how the shim finds an
 	// image's tasks, and the operator an image's importer pods.
 	LabelImageID = "tasks.imageimport.io/image-id"
+	// AnnotationSource, on an image's volume claim, is the URL it was
+	// imported from; AnnotationSourceFormat and AnnotationDiskFormat its
+	// formats; AnnotationChecksum (md5), AnnotationOSHash
+	// (sha512:<hex>), AnnotationVirtualSize and AnnotationSize are set once
+	// the import succeeded.
+	AnnotationSource       = "tasks.imageimport.io/source"
+	AnnotationSourceFormat = "tasks.imageimport.io/source-format"
+	AnnotationDiskFormat   = "tasks.imageimport.io/disk-format"
+	AnnotationChecksum     = "tasks.imageimport.io/checksum"
+	AnnotationOSHash       = "tasks.imageimport.io/os-hash"
+	AnnotationVirtualSize  = "tasks.imageimport.io/virtual-size"
+	AnnotationSize         = "tasks.imageimport.io/size"
 	// FinalizerImageData holds an Image whose data may be in the store
 	// until a cleanup Job has removed it.
 	FinalizerImageData = "tasks.imageimport.io/image-data"

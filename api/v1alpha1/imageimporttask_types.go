@@ -50,6 +50,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable; create a new ImageImportTask instead"
 // +kubebuilder:validation:XValidation:rule="has(self.recordedFailure) || has(self.input.importFromFormat)",message="input.importFromFormat is required: the declared format of the source (qcow2, raw, vmdk, ...)"
 // +kubebuilder:validation:XValidation:rule="has(self.recordedFailure) || has(self.input.imageProperties)",message="input.imageProperties is required, with at least diskFormat and containerFormat"
+// +kubebuilder:validation:XValidation:rule="!has(self.destination) || self.destination.type != 'Volume' || !has(self.input.imageProperties) || self.input.imageProperties.diskFormat == 'raw' || (self.input.imageProperties.diskFormat == 'qcow2' && (!has(self.destination.volume) || !has(self.destination.volume.volumeMode) || self.destination.volume.volumeMode == 'Filesystem'))",message="input.imageProperties.diskFormat must be raw, or qcow2 for a Filesystem volume, when destination.type is Volume: a VM boots a volume's disk.img or device as raw (or qcow2)"
 type ImageImportTaskSpec struct {
 	// type of the task. Only "import" is supported.
 	// +required
@@ -77,6 +78,19 @@ type ImageImportTaskSpec struct {
 	// source holds options for fetching importFrom that Glance does not have.
 	// +optional
 	Source SourceOptions `json:"source,omitempty"`
+
+	// destination is where the image is stored: the namespace's shared
+	// image store claim (Store) or a new PersistentVolumeClaim of its own
+	// (Volume), which a KubeVirt VirtualMachine boots. Default: the
+	// manager's --default-destination (Store unless set).
+	// +optional
+	Destination *Destination `json:"destination,omitempty"`
+
+	// importerPod is the placement (nodeSelector, tolerations, affinity,
+	// priorityClassName) and resources of the importer pod, over the
+	// manager's defaults.
+	// +optional
+	ImporterPod *ImporterPod `json:"importerPod,omitempty"`
 
 	// backoffLimit is how many times a transiently failed import (network
 	// error, HTTP 5xx, timeout) is retried. Permanent failures (bad input,

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -55,6 +56,9 @@ func main() {
 		maxImageSize               string
 		maxVirtualSize             string
 		minTransferRate            string
+		defaultDestination         string
+		volumeSize, storeSize      string
+		nodeSelector               string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", false, "Serve metrics over HTTPS, to callers that Kubernetes authenticates and authorizes.")
@@ -78,6 +82,15 @@ func main() {
 	flag.StringVar(&minTransferRate, "min-transfer-rate", "1Ki", "Slowest source an import accepts, in bytes per second averaged over a minute; 0 for none.")
 	flag.StringVar(&importer.Limits.Sandbox, "importer-sandbox", "auto",
 		"How qemu-img is confined. auto: Landlock where the node's kernel has it; elsewhere vmdk and vhdx sources are refused. required: no import on a node without Landlock.")
+	flag.StringVar(&defaultDestination, "default-destination", string(tasksv1.DestinationStore),
+		"Where a task without spec.destination stores its image: Store (the namespace's store claim) or Volume (a claim of its own).")
+	flag.StringVar(&importer.Destination.VolumeStorageClass, "volume-storage-class", "", "StorageClass of an image's volume whose task names none; the cluster's default when empty.")
+	flag.StringVar(&volumeSize, "volume-size", controllers.DefaultVolumeSize.String(), "Size of an image's volume whose task names none (more when the image's minDisk needs it).")
+	flag.StringVar(&importer.Destination.StoreStorageClass, "store-storage-class", "",
+		"StorageClass of the store claim the operator creates in a namespace that has none; when empty, the cluster's default, and without one tasks fail (StoreClaimMissing).")
+	flag.StringVar(&storeSize, "store-size", controllers.DefaultStoreSize.String(), "Size of the store claim the operator creates.")
+	flag.StringVar(&nodeSelector, "importer-node-selector", "", "Default nodeSelector of importer pods, as key=value,key=value; a task's spec.importerPod.nodeSelector wins per key.")
+	flag.StringVar(&importer.Placement.PriorityClassName, "importer-priority-class-name", "", "Default priorityClassName of importer pods.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -101,6 +114,9 @@ func main() {
 		} else {
 			*l.into = q.Value()
 		}
+	}
+	if derr := destinationFlags(&importer, defaultDestination, volumeSize, storeSize, nodeSelector); derr != nil {
+		err = errors.Join(err, derr)
 	}
 	if s := importer.Limits.Sandbox; s != "auto" && s != "required" {
 		err = errors.Join(err, fmt.Errorf("--importer-sandbox=%q is neither auto nor required", s))
@@ -186,4 +202,35 @@ func importerResources(cpuRequest, cpuLimit, memoryRequest, memoryLimit string) 
 		Requests: corev1.ResourceList{corev1.ResourceCPU: q["importer-cpu-request"], corev1.ResourceMemory: q["importer-memory-request"]},
 		Limits:   corev1.ResourceList{corev1.ResourceCPU: q["importer-cpu-limit"], corev1.ResourceMemory: q["importer-memory-limit"]},
 	}, nil
+}
+
+// destinationFlags parses the flags of where images land and where
+// importer pods run.
+func destinationFlags(cfg *controllers.ImporterConfig, destination, volumeSize, storeSize, nodeSelector string) error {
+	var err error
+	switch d := tasksv1.DestinationType(destination); d {
+	case tasksv1.DestinationStore, tasksv1.DestinationVolume:
+		cfg.Destination.Type = d
+	default:
+		err = fmt.Errorf("--default-destination=%q is neither Store nor Volume", destination)
+	}
+	for _, q := range []struct {
+		flag, value string
+		into        *resource.Quantity
+	}{{"--volume-size", volumeSize, &cfg.Destination.VolumeSize}, {"--store-size", storeSize, &cfg.Destination.StoreSize}} {
+		v, perr := resource.ParseQuantity(q.value)
+		if perr != nil || v.Sign() <= 0 {
+			err = errors.Join(err, fmt.Errorf("%s=%q is not a size", q.flag, q.value))
+			continue
+		}
+		*q.into = v
+	}
+	if nodeSelector != "" {
+		sel, perr := labels.ConvertSelectorToLabelsMap(nodeSelector)
+		if perr != nil {
+			err = errors.Join(err, fmt.Errorf("--importer-node-selector=%q: %w", nodeSelector, perr))
+		}
+		cfg.Placement.NodeSelector = sel
+	}
+	return err
 }
