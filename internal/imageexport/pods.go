@@ -2,17 +2,22 @@ package imageexport
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -47,6 +52,16 @@ type Pods struct {
 	Port int
 	// HTTP reads from export pods.
 	HTTP *http.Client
+
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex // by namespace/claim
+	created map[string]createdPod  // the pod this replica created, by namespace/claim
+}
+
+// createdPod is an export pod this replica created.
+type createdPod struct {
+	name string
+	uid  types.UID
 }
 
 // request asks the export pod of the claim for image id, with a Range
@@ -64,7 +79,7 @@ func (p *Pods) request(ctx context.Context, namespace, claim, id string, rangeHe
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+p.Token)
+	req.Header.Set("Authorization", "Bearer "+p.claimToken(namespace, claim))
 	if rangeHeader != "" {
 		req.Header.Set("Range", rangeHeader)
 	}
@@ -75,18 +90,22 @@ func (p *Pods) request(ctx context.Context, namespace, claim, id string, rangeHe
 	return resp, nil
 }
 
-// readyPod returns a ready export pod of the claim, starting one when
-// there is none.
+// readyPod returns this replica's ready export pod of the claim, starting
+// one when there is none. One caller at a time per claim starts or waits
+// for it, so concurrent downloads share one pod.
 func (p *Pods) readyPod(ctx context.Context, namespace, claim string) (*corev1.Pod, error) {
+	key := namespace + "/" + claim
+	unlock := p.lock(key)
+	defer unlock()
 	ctx, cancel := context.WithTimeout(ctx, p.StartTimeout)
 	defer cancel()
 	for {
-		pod, err := p.currentPod(ctx, namespace, claim)
+		pod, err := p.currentPod(ctx, key)
 		if err != nil {
 			return nil, err
 		}
 		if pod == nil {
-			if pod, err = p.create(ctx, namespace, claim); err != nil {
+			if pod, err = p.create(ctx, key, namespace, claim); err != nil {
 				return nil, err
 			}
 		}
@@ -95,6 +114,9 @@ func (p *Pods) readyPod(ctx context.Context, namespace, claim string) (*corev1.P
 		}
 		select {
 		case <-ctx.Done():
+			// Never ready (unschedulable, a claim attached elsewhere, a
+			// quota): delete it, so that the next download tries afresh.
+			p.forget(context.Background(), key, pod)
 			return nil, fmt.Errorf("export pod %s/%s for claim %s is not ready after %s (phase %s)",
 				namespace, pod.Name, claim, p.StartTimeout, pod.Status.Phase)
 		case <-time.After(200 * time.Millisecond):
@@ -102,28 +124,57 @@ func (p *Pods) readyPod(ctx context.Context, namespace, claim string) (*corev1.P
 	}
 }
 
-// currentPod is this replica's live export pod of the claim, if any;
-// ended ones are deleted.
-func (p *Pods) currentPod(ctx context.Context, namespace, claim string) (*corev1.Pod, error) {
-	var pods corev1.PodList
-	if err := p.Client.List(ctx, &pods, client.InNamespace(namespace), client.MatchingLabels(p.labels(claim))); err != nil {
-		return nil, fmt.Errorf("listing export pods in %s: %w", namespace, err)
+// lock serialises the callers of one claim.
+func (p *Pods) lock(key string) func() {
+	p.mu.Lock()
+	if p.locks == nil {
+		p.locks, p.created = map[string]*sync.Mutex{}, map[string]createdPod{}
 	}
-	var live *corev1.Pod
-	for i := range pods.Items {
-		pod := &pods.Items[i]
-		switch {
-		case pod.DeletionTimestamp != nil:
-		case pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
-			// Exited once idle: make room for the next one.
-			if err := p.Client.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-				return nil, err
-			}
-		case live == nil || ready(pod):
-			live = pod
-		}
+	l := p.locks[key]
+	if l == nil {
+		l = &sync.Mutex{}
+		p.locks[key] = l
 	}
-	return live, nil
+	p.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// currentPod is the live export pod this replica created for the claim,
+// if any. Only a pod this replica created gets the token: anyone who may
+// create pods in the namespace can copy an export pod's labels.
+func (p *Pods) currentPod(ctx context.Context, key string) (*corev1.Pod, error) {
+	p.mu.Lock()
+	mine, ok := p.created[key]
+	p.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	namespace, _, _ := strings.Cut(key, "/")
+	pod := &corev1.Pod{}
+	err := p.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: mine.name}, pod)
+	switch {
+	case apierrors.IsNotFound(err) || (err == nil && pod.UID != mine.uid):
+		p.forget(ctx, key, nil)
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading export pod %s/%s: %w", namespace, mine.name, err)
+	case pod.DeletionTimestamp != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed:
+		// Exited once idle: make room for the next one.
+		p.forget(ctx, key, pod)
+		return nil, nil
+	}
+	return pod, nil
+}
+
+// forget deletes the claim's pod, if given, and forgets it.
+func (p *Pods) forget(ctx context.Context, key string, pod *corev1.Pod) {
+	if pod != nil && pod.DeletionTimestamp == nil {
+		p.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}) // gone already is fine
+	}
+	p.mu.Lock()
+	delete(p.created, key)
+	p.mu.Unlock()
 }
 
 func ready(pod *corev1.Pod) bool {
@@ -148,22 +199,36 @@ func (p *Pods) labels(claim string) map[string]string {
 	}
 }
 
-func (p *Pods) create(ctx context.Context, namespace, claim string) (*corev1.Pod, error) {
+func (p *Pods) create(ctx context.Context, key, namespace, claim string) (*corev1.Pod, error) {
 	pod := p.desiredPod(namespace, claim)
 	if err := p.Client.Create(ctx, pod); err != nil {
 		return nil, fmt.Errorf("creating an export pod for claim %s in %s: %w", claim, namespace, err)
 	}
+	p.mu.Lock()
+	p.created[key] = createdPod{name: pod.Name, uid: pod.UID}
+	p.mu.Unlock()
 	return pod, nil
+}
+
+// claimToken is the token of the claim's export pods: a leaked one opens
+// that claim's pods only, not every export pod of the replica.
+func (p *Pods) claimToken(namespace, claim string) string {
+	mac := hmac.New(sha256.New, []byte(p.Token))
+	mac.Write([]byte(namespace + "/" + claim))
+	return hex.EncodeToString(mac.Sum(nil))
 }
 
 // desiredPod is an export pod for the claim: the store mounted read-only,
 // restricted Pod Security, no service account token.
 func (p *Pods) desiredPod(namespace, claim string) *corev1.Pod {
-	sum := sha256.Sum256([]byte(p.Token))
+	sum := sha256.Sum256([]byte(p.claimToken(namespace, claim)))
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-", Namespace: namespace, Labels: p.labels(claim)},
 		Spec: corev1.PodSpec{
-			RestartPolicy:                corev1.RestartPolicyNever,
+			RestartPolicy: corev1.RestartPolicyNever,
+			// A backstop: the pod exits once idle, and the shim deletes one
+			// that ended or never became ready.
+			ActiveDeadlineSeconds:        ptr.To[int64](24 * 3600),
 			AutomountServiceAccountToken: ptr.To(false),
 			EnableServiceLinks:           ptr.To(false),
 			SecurityContext: &corev1.PodSecurityContext{

@@ -8,10 +8,13 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,5 +186,104 @@ func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
 	gone.Name, gone.Status.Location = "gone", "pvc://"+ns.Name+"/image-store/gone"
 	if _, _, err := p.Open(ctx, gone); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("an image not in the store: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// A pod that copies an export pod's labels, ready and reachable, never
+// gets a request (and so never the token); concurrent first downloads
+// start one export pod, not one each.
+func TestPodsTrustOnlyTheirOwnPodAndStartOne(t *testing.T) {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "export-"}}
+	if err := k8sClient.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "img"), []byte("image bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
+		IdleTimeout: time.Minute, StartTimeout: 20 * time.Second, Port: port, HTTP: http.DefaultClient}
+
+	// The impostor: our labels, running and ready at an address of its own
+	// where a server records what it is sent.
+	var leaked atomic.Bool
+	trap := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Store(true)
+		}
+	}))
+	trapListener, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trap.Listener.Close()
+	trap.Listener = trapListener
+	trap.Start()
+	defer trap.Close()
+	impostor := p.desiredPod(ns.Name, "image-store")
+	impostor.GenerateName, impostor.Name = "", "impostor"
+	if err := k8sClient.Create(ctx, impostor); err != nil {
+		t.Fatal(err)
+	}
+	impostor.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "127.0.0.2",
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	if err := k8sClient.Status().Update(ctx, impostor); err != nil {
+		t.Fatal(err)
+	}
+
+	started := kubelet(t, ns.Name, dir, port)
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
+		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, _, err := p.Open(ctx, img)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := io.ReadAll(f)
+			f.Close()
+			if string(b) != "image bytes" {
+				t.Errorf("read %q", b)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := started(); n != 1 {
+		t.Errorf("%d export pods started for 8 concurrent downloads, want 1", n)
+	}
+	if leaked.Load() {
+		t.Error("the impostor pod was sent a token")
+	}
+}
+
+// An export pod that never becomes ready is deleted, so that the next
+// download starts another instead of waiting on it forever.
+func TestPodsDeleteAPodThatNeverBecomesReady(t *testing.T) {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "export-"}}
+	if err := k8sClient.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
+		IdleTimeout: time.Minute, StartTimeout: time.Second, Port: 1, HTTP: http.DefaultClient}
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
+		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}
+	if _, _, err := p.Open(ctx, img); err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Fatalf("Open: %v, want a not-ready error", err)
+	}
+	var pods corev1.PodList
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 0 {
+		t.Fatalf("%d pods left after the start timeout, want none", len(pods.Items))
 	}
 }

@@ -48,7 +48,8 @@ type Server struct {
 	IdleTimeout time.Duration
 	Log         logr.Logger
 
-	last atomic.Int64 // unix nanoseconds of the last request
+	last     atomic.Int64 // unix nanoseconds of the end of the last request
+	inflight atomic.Int64 // requests being served
 }
 
 // Serve serves on l until ctx ends or the server has been idle for
@@ -78,7 +79,8 @@ func (s *Server) exitWhenIdle(ctx context.Context, cancel func()) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if time.Since(time.Unix(0, s.last.Load())) > s.IdleTimeout {
+			// Never while a download runs, however long it takes.
+			if s.inflight.Load() == 0 && time.Since(time.Unix(0, s.last.Load())) > s.IdleTimeout {
 				s.Log.Info("Idle: exiting", "idleTimeout", s.IdleTimeout)
 				cancel()
 				return
@@ -92,7 +94,11 @@ func (s *Server) handler(want []byte) http.Handler {
 		if r.URL.Path == healthPath {
 			return
 		}
-		s.last.Store(time.Now().UnixNano())
+		s.inflight.Add(1)
+		defer func() {
+			s.last.Store(time.Now().UnixNano())
+			s.inflight.Add(-1)
+		}()
 		token, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		got := sha256.Sum256([]byte(token))
 		if !bearer || subtle.ConstantTimeCompare(got[:], want) != 1 {
@@ -123,7 +129,6 @@ func (s *Server) handler(want []byte) http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		// ServeContent answers Range requests (206, 416) and HEAD.
 		http.ServeContent(w, r, "", info.ModTime(), f)
-		s.last.Store(time.Now().UnixNano())
 	})
 }
 

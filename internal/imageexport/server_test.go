@@ -121,3 +121,42 @@ func TestServerRefusesABadTokenHash(t *testing.T) {
 		t.Fatal("served with a token hash that is not 64 hex digits")
 	}
 }
+
+// A download slower than the idle timeout is never cut: the server waits
+// for it to end before it exits.
+func TestServerDoesNotExitDuringADownload(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 16<<20)
+	if err := os.WriteFile(filepath.Join(dir, "img"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url, done := serve(t, dir, 200*time.Millisecond)
+	req, _ := http.NewRequest(http.MethodGet, url+"/images/img", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start, n := time.Now(), 0
+	buf := make([]byte, 256<<10)
+	for {
+		k, err := resp.Body.Read(buf)
+		n += k
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n != len(data) || time.Since(start) < time.Second {
+		t.Fatalf("read %d of %d bytes in %s", n, len(data), time.Since(start))
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not exit once the download ended and it was idle")
+	}
+}
