@@ -39,12 +39,16 @@ func run(args []string) int {
 		md5sum, sha256sum, sha512sum string
 		timeout                      time.Duration
 		progressTask                 string
+		volume                       importer.VolumeTarget
 	)
 	fs.StringVar(&cfg.Source, "source", "", "URL of the image (http or https).")
 	fs.StringVar(&cfg.SourceFormat, "source-format", "", "Declared format of the source: raw, qcow2, vmdk, vhd, vhdx, vdi or iso.")
 	fs.StringVar(&cfg.TargetFormat, "target-format", "", "Format to store the image in.")
 	fs.StringVar(&cfg.ContainerFormat, "container-format", "bare", "Glance container format of the source: ova when it is an OVA (a tar holding an OVF descriptor and one disk); any other (bare, ovf, ...) when the source is the disk.")
 	fs.StringVar(&cfg.Dest, "dest", "", "The image store: the image lands in DEST/IMAGE_ID.")
+	fs.StringVar(&volume.File, "dest-file", "", "Name the image takes in DEST once stored (disk.img, on a Filesystem volume of its own), after checking that its virtual size, with the filesystem overhead, fits the volume.")
+	fs.StringVar(&volume.Device, "dest-device", "", "Block device the stored image is written onto (and then removed from DEST), after checking that its virtual size fits the device.")
+	fs.Int64Var(&volume.Capacity, "dest-capacity", 0, "Requested size of the volume in bytes (with --dest-file or --dest-device); the filesystem's or device's own size also bounds it.")
 	fs.StringVar(&cfg.ScratchDir, "scratch-dir", os.TempDir(), "Where a source to convert is staged.")
 	fs.StringVar(&cfg.ImageID, "image-id", "", "Id, and file name, of the image.")
 	fs.StringVar(&resultFile, "result-file", "/dev/termination-log", "Where the JSON result is written.")
@@ -99,6 +103,9 @@ func run(args []string) int {
 	// Where qemu-img runs: Landlock's ABI (0: none) and the mode.
 	fmt.Fprintf(os.Stderr, "{\"sandbox\":{\"landlock_abi\":%d,\"mode\":%q}}\n", sandbox.ABI(), cfg.Sandbox)
 	res, err := importer.Run(ctx, cfg)
+	if err == nil {
+		res, err = importer.Deliver(cfg.Dest, res, volume)
+	}
 	reportPeakRSS()
 	if err != nil {
 		return fail(resultFile, importer.AsFailure(err))
