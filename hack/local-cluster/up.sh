@@ -62,6 +62,9 @@ state = "$STATE/containerd/state"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   enable_selinux = false
+  # Block volumes' device nodes belong to the pod's runAsUser/runAsGroup (as CDI asks), so
+  # that a non-root importer can write an image onto one.
+  device_ownership_from_security_context = true
   restrict_oom_score_adj = true
   disable_apparmor = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
