@@ -122,3 +122,32 @@ func TestRemoveSubcommandIsWired(t *testing.T) {
 		t.Errorf("store holds %q", got)
 	}
 }
+
+// TestRemoveLeavesTheStagingOfAnImageWhoseIDExtendsIt: image "a" and image
+// "a.partial-b" are both valid ids. The staging files of "a.partial-b"
+// start with ".a.partial-", the staging prefix of "a"; removing "a" must
+// leave them, or it deletes an import in flight. The staging files are
+// made as internal/importer makes them: os.CreateTemp with the pattern
+// ".<id>.partial-*" (decimal), and its own 12 hex digits when it links a
+// finished image aside.
+func TestRemoveLeavesTheStagingOfAnImageWhoseIDExtendsIt(t *testing.T) {
+	dir := store(t, "a", ".a.partial-0123456789ab", "a.partial-b", ".a.partial-b.partial-0123456789ab")
+	staging := func(id string) string {
+		f, err := os.CreateTemp(dir, "."+id+".partial-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return filepath.Base(f.Name())
+	}
+	ofA, ofAB := staging("a"), staging("a.partial-b")
+
+	if code := runRemove([]string{"--dest=" + dir, "--image-id=a"}); code != importresult.ExitSuccess {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	want := []string{".a.partial-b.partial-0123456789ab", ofAB, "a.partial-b"}
+	slices.Sort(want)
+	if got := listStore(t, dir); !slices.Equal(got, want) {
+		t.Errorf("store holds %q, want %q (%s was a's staging file)", got, want, ofA)
+	}
+}
