@@ -44,6 +44,14 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 		e.write(w, r)
 		return
 	}
+	if publicImage(input) {
+		// Glance's legacy import does not ask publicize_image (its task
+		// makes a public image for anyone let in): the shim does.
+		if e := s.mayPublicize(ctx, id); e != nil {
+			e.write(w, r)
+			return
+		}
+	}
 	ns, err := s.namespaceOf(ctx, id)
 	if err != nil {
 		s.internalError(w, r, fmt.Errorf("mapping project %q to a namespace: %w", id.ProjectID, err))
@@ -80,6 +88,15 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 	view.status = string(tasksv1.TaskPending) // the 201 always shows the task as created
 	w.Header().Set("Location", requestBase(r)+"/v2/tasks/"+view.id)
 	s.writeJSON(w, http.StatusCreated, encodePy(view.detail(), false))
+}
+
+// publicImage reports whether a task input asks for a public image.
+func publicImage(input any) bool {
+	in, _ := input.(object)
+	raw, _ := in.get("image_properties")
+	props, _ := raw.(object)
+	v, _ := props.get("visibility")
+	return v == "public"
 }
 
 // readBody parses the JSON body of a task as Glance's

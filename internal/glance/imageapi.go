@@ -83,6 +83,15 @@ func (s *Server) imagesAllowed(ctx context.Context, id *Identity, verb string) *
 	return nil
 }
 
+// mayPublicize is Glance's publicize_image policy (admin only): who may
+// make an image public, which every project then sees.
+func (s *Server) mayPublicize(ctx context.Context, id *Identity) *httpError {
+	if s.Auth.SeesAll(ctx, id) {
+		return nil
+	}
+	return newError(http.StatusForbidden, "You are not authorized to complete publicize_image action.")
+}
+
 // lookupImage finds a visible image or writes Glance's 404 (or a 500).
 func (s *Server) lookupImage(w http.ResponseWriter, r *http.Request, id *Identity, imageID string) *glanceImage {
 	g, err := s.findImage(r.Context(), id, imageID)
@@ -177,13 +186,24 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, id *Identit
 			return
 		}
 	}
+	if v, _ := body.get("visibility"); v == "public" {
+		if e := s.mayPublicize(ctx, id); e != nil {
+			e.write(w, r)
+			return
+		}
+	}
 	imageID := uuid.NewString()
 	if v, ok := body.get("id"); ok {
 		imageID = strings.ToLower(v.(string))
 	}
-	ns, err := s.namespaceOf(ctx, id)
+	// The image lives in its owner's namespace, which is what makes the
+	// owner where namespaces map to projects.
+	ns, err := s.Namespaces.For(ctx, owner)
+	if owner == "" {
+		ns, err = s.namespaceOf(ctx, id)
+	}
 	if err != nil {
-		s.internalError(w, r, fmt.Errorf("mapping project %q to a namespace: %w", id.ProjectID, err))
+		s.internalError(w, r, fmt.Errorf("mapping project %q to a namespace: %w", owner, err))
 		return
 	}
 	if other, err := s.imageExists(ctx, imageID); err != nil || other {
@@ -202,7 +222,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, id *Identit
 		case apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err):
 			newError(http.StatusBadRequest, "The image cannot be stored: "+apiReason(err)).write(w, r)
 		case apierrors.IsNotFound(err):
-			newError(http.StatusForbidden, fmt.Sprintf("Project %s cannot have images here: its namespace %q does not exist.", id.ProjectID, ns)).write(w, r)
+			newError(http.StatusForbidden, fmt.Sprintf("Project %s cannot have images here: its namespace %q does not exist.", owner, ns)).write(w, r)
 		default:
 			s.internalError(w, r, fmt.Errorf("creating Image: %w", err))
 		}
@@ -211,7 +231,7 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request, id *Identit
 	s.Log.Info("Created Image", "image", img.Namespace+"/"+img.Name, "project", id.ProjectID)
 	w.Header().Set("Location", requestBase(r)+"/v2/images/"+imageID)
 	w.Header().Set("OpenStack-image-import-methods", strings.Join(importMethods, ","))
-	s.writeJSON(w, http.StatusCreated, encodePy(glanceImage{obj: img}.view(), false))
+	s.writeJSON(w, http.StatusCreated, encodePy(glanceImage{obj: img, ownerID: owner}.view(), false))
 }
 
 // readImageBody reads a JSON object body; a body of another JSON type is

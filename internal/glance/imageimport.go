@@ -185,6 +185,10 @@ func imagePropertiesOfImage(img *tasksv1.Image, conversion tasksv1.DiskFormat) *
 // Glance's database rows.
 func (s *Server) imageTaskList(w http.ResponseWriter, r *http.Request, id *Identity, imageID string) {
 	ctx := r.Context()
+	if e := s.imagesAllowed(ctx, id, "get"); e != nil {
+		e.write(w, r)
+		return
+	}
 	g, err := s.findImage(ctx, id, imageID)
 	if err != nil {
 		s.internalError(w, r, err)

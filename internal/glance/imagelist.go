@@ -178,13 +178,20 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, id *Identity
 	}
 	seesAll := s.Auth.SeesAll(ctx, id)
 	visibility, _ := lookupFilter(q.filters, "visibility")
+	own, _ := s.namespaceOf(ctx, id)
 	var rows []glanceImage
-	for i := range list.Items {
-		g := glanceImage{obj: &list.Items[i]}
-		if g.obj.DeletionTimestamp != nil || !listable(g, id, seesAll, visibility) {
+	for _, img := range oneImagePerID(list.Items, own) {
+		if img.DeletionTimestamp != nil {
 			continue
 		}
-		rows = append(rows, g)
+		g, err := s.imageOf(ctx, img)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if listable(g, id, seesAll, visibility) {
+			rows = append(rows, g)
+		}
 	}
 	slices.SortFunc(rows, func(a, b glanceImage) int { return q.compare(a, b) })
 	start := 0
@@ -220,10 +227,30 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, id *Identity
 	s.writeJSON(w, http.StatusOK, encodePy(body, false))
 }
 
+// oneImagePerID keeps, of the Images that share an id, the one findImage
+// returns: the one in the caller's namespace, else the oldest.
+func oneImagePerID(items []tasksv1.Image, ownNamespace string) []*tasksv1.Image {
+	at := make(map[string]int, len(items))
+	out := make([]*tasksv1.Image, 0, len(items))
+	for i := range items {
+		img := &items[i]
+		j, dup := at[img.Name]
+		switch {
+		case !dup:
+			at[img.Name] = len(out)
+			out = append(out, img)
+		case out[j].Namespace == ownNamespace:
+		case img.Namespace == ownNamespace || olderImage(*img, *out[j]) < 0:
+			out[j] = img
+		}
+	}
+	return out
+}
+
 // listable is Glance's image list visibility: community images only when
 // asked for or owned; others' images only when public (or for admins).
 func listable(g glanceImage, id *Identity, seesAll bool, visibility string) bool {
-	own := g.owner() == id.ProjectID && id.ProjectID != ""
+	own := g.owns(id)
 	switch visibility {
 	case "":
 		if g.visibility() == "community" && !own {

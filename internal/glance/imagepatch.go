@@ -1,6 +1,7 @@
 package glance
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -94,6 +95,11 @@ func (s *Server) patchImage(w http.ResponseWriter, r *http.Request, id *Identity
 			}
 		}
 		g.obj = img
+		var err error
+		if g.ownerID, err = s.resolveOwner(ctx, img); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
 		s.writeJSON(w, http.StatusOK, encodePy(g.viewWithOrder(order), false))
 		return
 	}
@@ -230,6 +236,11 @@ func (s *Server) applyChanges(r *http.Request, id *Identity, img *tasksv1.Image,
 	for _, c := range changes {
 		_, isExtra := img.Spec.Properties[c.path]
 		isAttr := slices.Contains(imageAttributes, c.path)
+		if c.path == "visibility" && c.value == "public" && c.op != "remove" {
+			if e := s.mayPublicize(r.Context(), id); e != nil {
+				return nil, e
+			}
+		}
 		switch c.op {
 		case "remove":
 			switch {
@@ -252,6 +263,16 @@ func (s *Server) applyChanges(r *http.Request, id *Identity, img *tasksv1.Image,
 			if draft == 4 && (isAttr || isExtra) {
 				return nil, withDetail(http.StatusConflict, "Property "+c.path+" already present.")
 			}
+			if c.path == "owner" && c.value != id.ProjectID && !s.Auth.SeesAll(r.Context(), id) {
+				// Glance applies the add, finds the image no longer
+				// visible to the caller, and rolls back with this.
+				return nil, newError(http.StatusForbidden, "Forbidding request, image "+img.Name+" not visible")
+			}
+		}
+		if c.path == "owner" {
+			if e := s.checkOwnerMove(r.Context(), img, c.value); e != nil {
+				return nil, e
+			}
 		}
 		if isAttr {
 			if e := setAttribute(img, c.path, c.value); e != nil {
@@ -273,6 +294,22 @@ func (s *Server) applyChanges(r *http.Request, id *Identity, img *tasksv1.Image,
 	b, _ := json.Marshal(stored)
 	img.Annotations[annotationPropertyOrder] = string(b)
 	return order, nil
+}
+
+// checkOwnerMove refuses an owner its namespace does not belong to, where
+// namespaces map to projects: the owner is the namespace's project, and an
+// Image does not move between namespaces.
+func (s *Server) checkOwnerMove(ctx context.Context, img *tasksv1.Image, value any) *httpError {
+	owner, _ := value.(string)
+	project, mapped, err := s.Namespaces.ProjectOf(ctx, img.Namespace)
+	if err != nil || !mapped || owner == project {
+		return nil // an error here is resolveOwner's to report
+	}
+	if ns, err := s.Namespaces.For(ctx, owner); owner != "" && err == nil && ns == img.Namespace {
+		return nil
+	}
+	return withDetail(http.StatusForbidden, fmt.Sprintf(
+		"The owner of image %s is the project of its namespace %s: it cannot become %s here.", img.Name, img.Namespace, pyStr(value)))
 }
 
 // setAttribute sets one of the image's own attributes, with the domain's

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -39,12 +40,46 @@ const indexImageName = "glance.image-id"
 // glanceImage is an Image with what its Glance view needs besides it.
 type glanceImage struct {
 	obj *tasksv1.Image
+	// ownerID is the image's owner as the shim trusts it (resolveOwner).
+	ownerID string
 	// importTaskID is the Glance id of the task importing into the image
 	// right now, if any.
 	importTaskID string
 }
 
-func (g glanceImage) owner() string { return g.obj.Annotations[annotationOwner] }
+func (g glanceImage) owner() string { return g.ownerID }
+
+// owns reports whether the caller's project owns the image.
+func (g glanceImage) owns(id *Identity) bool { return g.ownerID != "" && g.ownerID == id.ProjectID }
+
+// resolveOwner is the owner of an Image. Where the namespace tells the
+// project (namespace template or label), the namespace decides: the owner
+// annotation is shown when it names that project (it keeps the project
+// id's case) and ignored when it does not, since whoever may edit Images
+// in a namespace may write it. With one namespace for every project, the
+// annotation is the only record.
+func (s *Server) resolveOwner(ctx context.Context, img *tasksv1.Image) (string, error) {
+	annotated := img.Annotations[annotationOwner]
+	project, mapped, err := s.Namespaces.ProjectOf(ctx, img.Namespace)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("finding the project of namespace %s: %w", img.Namespace, err)
+	case !mapped || annotated == project:
+		return annotated, nil
+	case project == "" || annotated == "":
+		return project, nil
+	}
+	if ns, err := s.Namespaces.For(ctx, annotated); err == nil && ns == img.Namespace {
+		return annotated, nil // the template lower-cases: the same project
+	}
+	return project, nil
+}
+
+// imageOf is the Glance view's image of an Image.
+func (s *Server) imageOf(ctx context.Context, img *tasksv1.Image) (glanceImage, error) {
+	owner, err := s.resolveOwner(ctx, img)
+	return glanceImage{obj: img, ownerID: owner}, err
+}
 func (g glanceImage) status() string {
 	return firstNonEmpty(string(g.obj.Status.Status), string(tasksv1.ImageQueued))
 }
@@ -179,7 +214,7 @@ func stringsAny(s []string) []any {
 // members, so a shared image is its owner's only.
 func (s *Server) canSee(ctx context.Context, id *Identity, g glanceImage) bool {
 	switch {
-	case g.owner() == id.ProjectID && id.ProjectID != "":
+	case g.owns(id):
 		return true
 	case g.visibility() == "public" || g.visibility() == "community":
 		return true
@@ -189,12 +224,15 @@ func (s *Server) canSee(ctx context.Context, id *Identity, g glanceImage) bool {
 
 // canModify is Glance's modify_image: the owner or an admin.
 func (s *Server) canModify(ctx context.Context, id *Identity, g glanceImage) bool {
-	return (g.owner() == id.ProjectID && id.ProjectID != "") || s.Auth.SeesAll(ctx, id)
+	return g.owns(id) || s.Auth.SeesAll(ctx, id)
 }
 
 // findImage returns the image with the Glance id that the caller may see,
-// or nil. It reads the API server for the caller's own namespace (so that
-// a client reads what it has just written) and the cache for the others.
+// or nil. The caller's own namespace comes first, read from the API server
+// (so that a client reads what it has just written). Otherwise the oldest
+// Image with the id is the image (ids are random: an Image with a known id
+// made later, in another namespace, is a copy), and a copy never stands in
+// for an original the caller may not see.
 func (s *Server) findImage(ctx context.Context, id *Identity, imageID string) (*glanceImage, error) {
 	imageID = strings.ToLower(imageID)
 	if ns, err := s.namespaceOf(ctx, id); err == nil {
@@ -211,26 +249,37 @@ func (s *Server) findImage(ctx context.Context, id *Identity, imageID string) (*
 	if err := s.Cache.List(ctx, &list, client.MatchingFields{indexImageName: imageID}); err != nil {
 		return nil, err
 	}
-	for i := range list.Items {
-		if g, err := s.imageIfVisible(ctx, id, &list.Items[i]); g != nil || err != nil {
-			return g, err
-		}
+	if len(list.Items) == 0 {
+		return nil, nil
 	}
-	return nil, nil
+	oldest := slices.MinFunc(list.Items, olderImage)
+	return s.imageIfVisible(ctx, id, &oldest)
+}
+
+// olderImage orders Images with the same id: the oldest first, by
+// creation time, then UID.
+func olderImage(a, b tasksv1.Image) int {
+	if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.UID), string(b.UID))
 }
 
 func (s *Server) imageIfVisible(ctx context.Context, id *Identity, img *tasksv1.Image) (*glanceImage, error) {
 	if img.DeletionTimestamp != nil {
 		return nil, nil // deleted in Glance's eyes; its bytes are being freed
 	}
-	g := &glanceImage{obj: img}
-	if !s.canSee(ctx, id, *g) {
-		return nil, nil
-	}
-	if err := s.fillImportTask(ctx, g); err != nil {
+	g, err := s.imageOf(ctx, img)
+	if err != nil {
 		return nil, err
 	}
-	return g, nil
+	if !s.canSee(ctx, id, g) {
+		return nil, nil
+	}
+	if err := s.fillImportTask(ctx, &g); err != nil {
+		return nil, err
+	}
+	return &g, nil
 }
 
 // fillImportTask finds the task importing into the image now, if any.
