@@ -29,7 +29,9 @@ type SingleNamespace string
 
 func (s SingleNamespace) For(context.Context, string) (string, error) { return string(s), nil }
 
-func (s SingleNamespace) ProjectOf(context.Context, string) (string, bool, error) { return "", false, nil }
+func (s SingleNamespace) ProjectOf(context.Context, string) (string, bool, error) {
+	return "", false, nil
+}
 
 // NamespaceTemplate names the namespace after the project: "glance-{project}".
 type NamespaceTemplate string
