@@ -1,6 +1,7 @@
 package glance
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
@@ -66,21 +68,19 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 		newError(http.StatusBadRequest, msg).write(w, r)
 		return
 	}
+	img, err := s.createTaskImage(ctx, t, input)
+	if err != nil {
+		s.writeCreateError(w, r, id, ns, "Image", err)
+		return
+	}
 	if err := s.Writer.Create(ctx, t); err != nil {
-		if apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) {
-			// What the API server refuses, retrying cannot fix: the
-			// caller's 400, not a 500.
-			s.Log.V(1).Info("Refused ImageImportTask", "reason", err.Error())
-			newError(http.StatusBadRequest, "The task cannot be stored: "+apiReason(err)).write(w, r)
-			return
+		if img != nil {
+			// The task is not there to fill it: no queued image is left.
+			if err := s.Writer.Delete(ctx, img, client.Preconditions{UID: &img.UID}); err != nil && !apierrors.IsNotFound(err) {
+				s.Log.Error(err, "Deleting the image of a task that could not be created", "image", img.Namespace+"/"+img.Name)
+			}
 		}
-		if apierrors.IsNotFound(err) {
-			// The project's namespace does not exist: no task can live
-			// there until an administrator creates it.
-			newError(http.StatusForbidden, fmt.Sprintf("Project %s cannot have tasks here: its namespace %q does not exist.", id.ProjectID, ns)).write(w, r)
-			return
-		}
-		s.internalError(w, r, fmt.Errorf("creating ImageImportTask: %w", err))
+		s.writeCreateError(w, r, id, ns, "ImageImportTask", err)
 		return
 	}
 	s.Log.Info("Created ImageImportTask", "task", t.Namespace+"/"+t.Name, "id", t.UID, "project", id.ProjectID)
@@ -88,6 +88,76 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 	view.status = string(tasksv1.TaskPending) // the 201 always shows the task as created
 	w.Header().Set("Location", requestBase(r)+"/v2/tasks/"+view.id)
 	s.writeJSON(w, http.StatusCreated, encodePy(view.detail(), false))
+}
+
+// writeCreateError answers a refused create of the task or its image.
+func (s *Server) writeCreateError(w http.ResponseWriter, r *http.Request, id *Identity, ns, kind string, err error) {
+	switch {
+	case apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err):
+		// What the API server refuses, retrying cannot fix: the caller's
+		// 400, not a 500.
+		s.Log.V(1).Info("Refused "+kind, "reason", err.Error())
+		newError(http.StatusBadRequest, "The task cannot be stored: "+apiReason(err)).write(w, r)
+	case apierrors.IsNotFound(err):
+		// The project's namespace does not exist: no task can live there
+		// until an administrator creates it.
+		newError(http.StatusForbidden, fmt.Sprintf("Project %s cannot have tasks here: its namespace %q does not exist.", id.ProjectID, ns)).write(w, r)
+	default:
+		s.internalError(w, r, fmt.Errorf("creating %s: %w", kind, err))
+	}
+}
+
+// createTaskImage creates the queued image a runnable import task fills,
+// as Glance's legacy import creates its image: named by a new id, owned by
+// the caller's project, with the task's image properties; and points the
+// task at it. Glance deletes that image when the import fails: the task
+// kills it, and the shim shows a killed image of a task as deleted. A task
+// recorded as failed makes no image (Glance's fails before it makes one).
+func (s *Server) createTaskImage(ctx context.Context, t *tasksv1.ImageImportTask, input any) (*tasksv1.Image, error) {
+	p := t.Spec.Input.ImageProperties
+	if t.Spec.RecordedFailure != nil || p == nil {
+		return nil, nil
+	}
+	img := &tasksv1.Image{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: uuid.NewString(), Namespace: t.Namespace,
+			Labels: maps.Clone(t.Labels),
+			Annotations: map[string]string{
+				annotationOwner:      t.Annotations[annotationOwner],
+				annotationCreatedAt:  t.Annotations[annotationCreatedAt],
+				annotationLegacyTask: t.Name,
+			},
+		},
+		Spec: tasksv1.ImageSpec{
+			Name: p.Name, DiskFormat: p.DiskFormat, ContainerFormat: p.ContainerFormat,
+			Visibility: cmp.Or(p.Visibility, "shared"), Protected: ptrDeref(p.Protected), Tags: p.Tags,
+			MinDisk: ptrDeref(p.MinDisk), MinRAM: ptrDeref(p.MinRAM), Properties: p.Properties,
+		},
+	}
+	in, _ := input.(object)
+	raw, _ := in.get("image_properties")
+	var order []string
+	for _, m := range raw.(object) {
+		if _, ok := p.Properties[m.key]; ok {
+			order = append(order, m.key)
+		}
+	}
+	setPropertyOrder(img, order)
+	if err := s.Writer.Create(ctx, img); err != nil {
+		return nil, err
+	}
+	s.Log.Info("Created Image", "image", img.Namespace+"/"+img.Name, "task", t.Name)
+	t.Spec.Image = &tasksv1.ImageReference{Name: img.Name, OnFailure: tasksv1.ImageFailureKilled}
+	t.Labels[LabelImageID] = img.Name
+	return img, nil
+}
+
+func ptrDeref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 // publicImage reports whether a task input asks for a public image.

@@ -298,3 +298,49 @@ func TestPublishingNeedsAPublisherAtAdmission(t *testing.T) {
 	published.Spec.Tags = []string{"edited"}
 	g.Expect(alice.Patch(ctx, published, patch)).To(Succeed())
 }
+
+// POST /v2/tasks makes the queued image its import fills, owned by the
+// caller's project, as Glance's legacy import does: the member who made
+// the task reads the image by the task's result id. A failed import kills
+// it, and Glance has deleted it by then: the shim shows it as deleted. A
+// task Glance fails before it runs makes no image.
+func TestATaskMakesItsImage(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	s := newShim(t, PolicyMember)
+	project := "legacy" + uniq()
+	member := "u:" + project + ":member"
+	r := s.do(t, "POST", "/v2/tasks", member, validBody)
+	g.Expect(r.status).To(Equal(201), r.body)
+	task := taskByID(t, r.json["id"].(string))
+	g.Expect(task.Spec.Image).NotTo(BeNil(), "the task fills the shim's image")
+	g.Expect(task.Spec.Image.OnFailure).To(Equal(tasksv1.ImageFailureKilled))
+	id := task.Spec.Image.Name
+	g.Expect(task.Labels).To(HaveKeyWithValue(LabelImageID, id))
+	img := getImage(t, s.namespace, id)
+	g.Expect(img.Spec.Name).To(Equal("cirros"))
+	g.Expect(img.Spec.DiskFormat).To(BeEquivalentTo("raw"))
+	g.Expect(img.Spec.Properties).To(HaveKeyWithValue("os_distro", "cirros"))
+
+	r = s.do(t, "GET", "/v2/images/"+id, member, "")
+	g.Expect(r.status).To(Equal(200), r.body)
+	g.Expect(r.json["owner"]).To(Equal(project))
+	g.Expect(r.json["status"]).To(Equal("queued"))
+	g.Expect(r.body).To(ContainSubstring(`"os_distro": "cirros", "hw_qemu_guest_agent": "true", "name": "cirros"`), "extra properties in the posted order")
+	g.Expect(r.json).NotTo(HaveKey("os_glance_import_task"), "no interoperable import")
+	g.Expect(s.do(t, "GET", "/v2/images", member, "").body).To(ContainSubstring(id))
+
+	img.Status.Status = tasksv1.ImageKilled
+	g.Expect(k8sClient.Status().Update(ctx, img)).To(Succeed())
+	g.Eventually(func() string { return s.do(t, "GET", "/v2/images", member, "").body }).ShouldNot(ContainSubstring(id))
+	g.Expect(s.do(t, "GET", "/v2/images/"+id, member, "").status).To(Equal(404), "Glance deletes the image of a failed task")
+
+	var before tasksv1.ImageList
+	g.Expect(k8sClient.List(ctx, &before, client.InNamespace(s.namespace))).To(Succeed())
+	r = s.do(t, "POST", "/v2/tasks", member, `{"type":"import","input":{"import_from":"http://127.0.0.1/x","import_from_format":"qcow2"}}`)
+	g.Expect(r.status).To(Equal(201), r.body)
+	g.Expect(taskByID(t, r.json["id"].(string)).Spec.Image).To(BeNil())
+	var after tasksv1.ImageList
+	g.Expect(k8sClient.List(ctx, &after, client.InNamespace(s.namespace))).To(Succeed())
+	g.Expect(after.Items).To(HaveLen(len(before.Items)), "a task recorded as failed makes no image")
+}

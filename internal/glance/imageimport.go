@@ -198,10 +198,12 @@ func (s *Server) imageTaskList(w http.ResponseWriter, r *http.Request, id *Ident
 		newError(http.StatusNotFound, notFoundText).write(w, r)
 		return
 	}
-	tasks, err := s.imageTasks(ctx, g.obj)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
+	var tasks []tasksv1.ImageImportTask
+	if !g.legacy() { // Glance records no image on a legacy import task
+		if tasks, err = s.imageTasks(ctx, g.obj); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
 	}
 	out := []any{}
 	for i := range tasks {

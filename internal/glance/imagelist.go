@@ -181,15 +181,12 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, id *Identity
 	own, _ := s.namespaceOf(ctx, id)
 	var rows []glanceImage
 	for _, img := range oneImagePerID(list.Items, own) {
-		if img.DeletionTimestamp != nil {
-			continue
-		}
 		g, err := s.imageOf(ctx, img)
 		if err != nil {
 			s.internalError(w, r, err)
 			return
 		}
-		if listable(g, id, seesAll, visibility) {
+		if !g.gone() && listable(g, id, seesAll, visibility) {
 			rows = append(rows, g)
 		}
 	}

@@ -28,6 +28,11 @@ const (
 	// annotationUpdatedAt is when the shim last changed the image, to the
 	// nanosecond (preciseTime).
 	annotationUpdatedAt = "tasks.imageimport.io/updated-at"
+	// annotationLegacyTask names the task of POST /v2/tasks that made the
+	// image. Glance deletes such an image when its import fails; the shim
+	// shows it killed as deleted, and without the interoperable import's
+	// bookkeeping.
+	annotationLegacyTask = "tasks.imageimport.io/glance-legacy-task"
 	// LabelImageID marks a task with the id of the image it imports into
 	// (the controller sets it too).
 	LabelImageID = "tasks.imageimport.io/image-id"
@@ -81,7 +86,19 @@ func (s *Server) imageOf(ctx context.Context, img *tasksv1.Image) (glanceImage, 
 	return glanceImage{obj: img, ownerID: owner}, err
 }
 func (g glanceImage) status() string {
+	if g.legacy() && g.obj.Status.Status == tasksv1.ImageImporting {
+		return "saving" // the legacy import uploads, as image data PUT does
+	}
 	return firstNonEmpty(string(g.obj.Status.Status), string(tasksv1.ImageQueued))
+}
+
+// legacy reports whether a task of POST /v2/tasks made the image.
+func (g glanceImage) legacy() bool { return g.obj.Annotations[annotationLegacyTask] != "" }
+
+// gone reports whether Glance has deleted the image: it is being deleted,
+// or its legacy import failed.
+func (g glanceImage) gone() bool {
+	return g.obj.DeletionTimestamp != nil || (g.legacy() && g.obj.Status.Status == tasksv1.ImageKilled)
 }
 func (g glanceImage) id() string { return g.obj.Name }
 
@@ -153,7 +170,7 @@ func (g glanceImage) viewWithOrder(order []string) object {
 	if g.importTaskID != "" {
 		o = append(o, member{"os_glance_import_task", g.importTaskID})
 	}
-	if st.ImportTask != "" && g.importTaskID == "" {
+	if st.ImportTask != "" && g.importTaskID == "" && !g.legacy() {
 		// Glance's import flow leaves these behind once it has run.
 		o = append(o, member{"os_glance_importing_to_stores", ""}, member{"os_glance_failed_import", ""})
 	}
@@ -266,14 +283,11 @@ func olderImage(a, b tasksv1.Image) int {
 }
 
 func (s *Server) imageIfVisible(ctx context.Context, id *Identity, img *tasksv1.Image) (*glanceImage, error) {
-	if img.DeletionTimestamp != nil {
-		return nil, nil // deleted in Glance's eyes; its bytes are being freed
-	}
 	g, err := s.imageOf(ctx, img)
 	if err != nil {
 		return nil, err
 	}
-	if !s.canSee(ctx, id, g) {
+	if g.gone() || !s.canSee(ctx, id, g) {
 		return nil, nil
 	}
 	if err := s.fillImportTask(ctx, &g); err != nil {
@@ -284,6 +298,9 @@ func (s *Server) imageIfVisible(ctx context.Context, id *Identity, img *tasksv1.
 
 // fillImportTask finds the task importing into the image now, if any.
 func (s *Server) fillImportTask(ctx context.Context, g *glanceImage) error {
+	if g.legacy() {
+		return nil // Glance's legacy import is no import task of the image
+	}
 	if g.obj.Status.Status != tasksv1.ImageImporting && g.obj.Status.ImportTask == "" {
 		tasks, err := s.imageTasks(ctx, g.obj)
 		if err != nil {

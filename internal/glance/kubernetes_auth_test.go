@@ -23,6 +23,7 @@ func TestKubernetesAuth(t *testing.T) {
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "glance-k8s-"}}
 	g.Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	t.Cleanup(func() { deleteImages(t, ns.Name) }) // a task makes its image
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "importer-user", Namespace: ns.Name}}
 	g.Expect(k8sClient.Create(ctx, sa)).To(Succeed())
 	clientset := kubernetes.NewForConfigOrDie(testCfg)
