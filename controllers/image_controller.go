@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -78,34 +79,37 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ct
 
 	now := r.Clock.Now()
 	note(initImage(img, now))
-	ev, err := r.settle(ctx, img, now)
-	note(ev)
+	res, err := r.settle(ctx, w, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if !img.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, w)
 	}
-	return ctrl.Result{}, r.repairFinalizer(ctx, w)
+	return res, r.repairFinalizer(ctx, w)
 }
 
 // settle ends the image's import once its task has ended (settleImport),
-// or once the task is gone.
-func (r *ImageReconciler) settle(ctx context.Context, img *tasksv1.Image, now time.Time) (*imageEvent, error) {
+// or once the task is gone (cancelImport). An image being deleted whose
+// task is gone is left to reconcileDelete, which waits for the importer
+// and removes what it wrote.
+func (r *ImageReconciler) settle(ctx context.Context, w *imageWrite, now time.Time) (ctrl.Result, error) {
+	img := w.img
 	name := img.Status.ImportTask
 	if name == "" || (img.Status.Status != tasksv1.ImageImporting && img.Status.Status != tasksv1.ImageDeleted) {
-		return nil, nil
+		return ctrl.Result{}, nil
 	}
 	task, err := r.task(ctx, img.Namespace, name)
 	switch {
 	case err != nil:
-		return nil, err
-	case task == nil && img.Status.Status == tasksv1.ImageImporting:
-		return cancelImport(img, now), nil
+		return ctrl.Result{}, err
+	case task == nil && img.Status.Status == tasksv1.ImageImporting && img.DeletionTimestamp.IsZero():
+		return r.cancelImport(ctx, w, now)
 	case task == nil:
-		return nil, nil
+		return ctrl.Result{}, nil
 	}
-	return settleImport(img, task, now), nil
+	w.note(settleImport(img, task, now))
+	return ctrl.Result{}, nil
 }
 
 // task reads a task, from the cache or else the API server; nil when it
@@ -164,7 +168,8 @@ func (r *ImageReconciler) reconcileDelete(ctx context.Context, w *imageWrite) (c
 		setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Waiting for the import to end: "+running)
 		return ctrl.Result{RequeueAfter: importerExitRecheck}, err
 	}
-	if img.Status.Location == "" {
+	if img.Status.Location == "" && img.Status.ImportTask == "" {
+		// Never imported into: nothing can have been written for it.
 		return ctrl.Result{}, r.release(ctx, w, "nodata", "Image deleted: it held no data")
 	}
 	if claim, ok := volumeClaimOf(img); ok {
@@ -173,18 +178,43 @@ func (r *ImageReconciler) reconcileDelete(ctx context.Context, w *imageWrite) (c
 		return ctrl.Result{}, r.release(ctx, w, "volume",
 			"Image deleted: its volume "+claim+" is deleted with it (garbage collection)")
 	}
-	if gone, err := r.storeGone(ctx, img); err != nil || gone != "" {
-		if err != nil {
-			return ctrl.Result{}, err
-		}
+	// An import that never finished (killed, or its task deleted) may have
+	// left its file or staging files: the cleanup runs for it too.
+	target, refused := cleanupTargetOf(img, r.Importer.StoreClaimName)
+	gone, err := r.storeGone(ctx, img, target.claim)
+	switch {
+	case err != nil:
+		return ctrl.Result{}, err
+	case gone != "" && img.Status.Location == "":
+		return ctrl.Result{}, r.release(ctx, w, "nodata", "Image deleted: its import never finished, and "+gone)
+	case gone != "":
 		return ctrl.Result{}, r.release(ctx, w, "storegone", "Image deleted without removing its data: "+gone)
+	case refused != "":
+		refuseCleanup(w, refused)
+		return ctrl.Result{}, nil
 	}
-	return r.cleanup(ctx, w)
+	return r.cleanup(ctx, w, target)
+}
+
+// refuseCleanup keeps a deleted image whose location is not its to clean:
+// Ready False says why and what to do, once, with a Warning. Removing a
+// file the location does not name (the old fallback to the default claim)
+// could remove another image's data; letting the image go would lose
+// track of data it may hold. A change to the image reconciles it again.
+func refuseCleanup(w *imageWrite, why string) {
+	img := w.img
+	if c := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady); c != nil && c.Reason == tasksv1.ReasonLocationRefused {
+		return
+	}
+	msg := "The image's data is not removed: its " + why + ". Correct status.location, or remove the finalizer " +
+		tasksv1.FinalizerImageData + " to let the image go without removing any data"
+	setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonLocationRefused, msg)
+	w.note(&imageEvent{warning: true, reason: tasksv1.ReasonLocationRefused, note: truncate(msg, 1024)})
 }
 
 // importRunning says what import into the image still runs: the task that
-// claimed it, while it has not ended, or an importer pod writing its id
-// (that of a task deleted a moment ago); "" when none.
+// claimed it, while it has not ended, or an import Job or importer pod of
+// its id that has not (that of a task deleted a moment ago); "" when none.
 func (r *ImageReconciler) importRunning(ctx context.Context, img *tasksv1.Image) (string, error) {
 	if name := img.Status.ImportTask; name != "" {
 		task, err := r.task(ctx, img.Namespace, name)
@@ -195,24 +225,15 @@ func (r *ImageReconciler) importRunning(ctx context.Context, img *tasksv1.Image)
 			return "task " + name + " has not ended", nil
 		}
 	}
-	var pods corev1.PodList
-	err := r.APIReader.List(ctx, &pods, client.InNamespace(img.Namespace),
-		client.MatchingLabels{tasksv1.LabelImageID: img.Name, "app.kubernetes.io/name": "image-importer"})
-	if err != nil {
-		return "", fmt.Errorf("listing the importer pods of Image %s: %w", img.Name, err)
-	}
-	for _, p := range pods.Items {
-		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
-			return "importer pod " + p.Name + " is still running", nil
-		}
-	}
-	return "", nil
+	running, _, err := r.importerRunning(ctx, img)
+	return running, err
 }
 
 // storeGone says why the image's data cannot be removed because the store
 // itself goes: its namespace is being deleted (no pod may start there) or
-// its claim is gone; "" when the cleanup can run.
-func (r *ImageReconciler) storeGone(ctx context.Context, img *tasksv1.Image) (string, error) {
+// its claim is gone; "" when the cleanup can run (or, for claim "", when
+// the namespace stays).
+func (r *ImageReconciler) storeGone(ctx context.Context, img *tasksv1.Image, claim string) (string, error) {
 	ns := &corev1.Namespace{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: img.Namespace}, ns); err != nil {
 		return "", client.IgnoreNotFound(err)
@@ -220,7 +241,9 @@ func (r *ImageReconciler) storeGone(ctx context.Context, img *tasksv1.Image) (st
 	if !ns.DeletionTimestamp.IsZero() {
 		return fmt.Sprintf("namespace %s is being deleted, with the store claim", img.Namespace), nil
 	}
-	claim := storeClaimOf(img, r.Importer.StoreClaimName)
+	if claim == "" {
+		return "", nil // no claim to look at: a refused location
+	}
 	pvc := &corev1.PersistentVolumeClaim{}
 	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: img.Namespace, Name: claim}, pvc)
 	switch {
@@ -235,40 +258,65 @@ func (r *ImageReconciler) storeGone(ctx context.Context, img *tasksv1.Image) (st
 }
 
 // cleanup runs the Job that removes the image's data and lets the image go
-// once it has; a failed Job is counted, told, and replaced after a pause.
-func (r *ImageReconciler) cleanup(ctx context.Context, w *imageWrite) (ctrl.Result, error) {
-	img, note := w.img, w.note
+// once it has.
+func (r *ImageReconciler) cleanup(ctx context.Context, w *imageWrite, target cleanupTarget) (ctrl.Result, error) {
+	job, res, err := r.runCleanupJob(ctx, w, cleanupRun{
+		name: cleanupJobName(w.img), target: target, what: "the image's data",
+		ready: metav1.ConditionFalse, reason: tasksv1.ReasonDeleting,
+	})
+	if job == nil || err != nil {
+		return res, err
+	}
+	return ctrl.Result{}, r.release(ctx, w, "removed", "Image deleted: Job "+job.Name+" removed its data")
+}
+
+// cleanupRun is one use of a cleanup Job: its name, the file it removes,
+// what that is (for messages), and the image's Ready condition while the
+// Job runs.
+type cleanupRun struct {
+	name   string
+	target cleanupTarget
+	what   string
+	ready  metav1.ConditionStatus
+	reason string
+}
+
+// runCleanupJob runs the cleanup Job of run and returns it once it has
+// completed; nil while it has not, with when to look again. A failed Job is
+// counted, told, and replaced after a pause.
+func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run cleanupRun) (*batchv1.Job, ctrl.Result, error) {
+	img := w.img
 	job := &batchv1.Job{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: img.Namespace, Name: cleanupJobName(img)}, job)
+	err := r.Get(ctx, client.ObjectKey{Namespace: img.Namespace, Name: run.name}, job)
 	if apierrors.IsNotFound(err) {
-		return ctrl.Result{}, r.createCleanupJob(ctx, img)
+		return nil, ctrl.Result{}, r.createCleanupJob(ctx, img, run)
 	}
 	if err != nil {
-		return ctrl.Result{}, err
+		return nil, ctrl.Result{}, err
 	}
 	if !job.DeletionTimestamp.IsZero() {
-		return ctrl.Result{RequeueAfter: time.Second}, nil // the failed one is still going
+		return nil, ctrl.Result{RequeueAfter: time.Second}, nil // the failed one is still going
 	}
 	done := finishedCondition(job)
 	switch {
 	case done == nil:
-		setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Job "+job.Name+" removes the image's data")
-		return ctrl.Result{}, nil
+		setImageReady(img, run.ready, run.reason, "Job "+job.Name+" removes "+run.what)
+		return nil, ctrl.Result{}, nil
 	case done.Type == batchv1.JobComplete:
-		return ctrl.Result{}, r.release(ctx, w, "removed", "Image deleted: Job "+job.Name+" removed its data")
+		return job, ctrl.Result{}, nil
 	}
 	retry := cmp.Or(r.CleanupRetry, DefaultCleanupRetry)
-	msg := fmt.Sprintf("Job %s failed to remove the image's data (%s: %s); another one starts in %s",
-		job.Name, done.Reason, done.Message, retry)
-	setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonCleanupFailed, msg)
-	note(&imageEvent{warning: true, reason: tasksv1.ReasonCleanupFailed, note: truncate(msg, 1024)})
+	msg := fmt.Sprintf("Job %s failed to remove %s (%s: %s); another one starts in %s",
+		job.Name, run.what, done.Reason, done.Message, retry)
+	setImageReady(img, run.ready, tasksv1.ReasonCleanupFailed, msg)
+	w.note(&imageEvent{warning: true, reason: tasksv1.ReasonCleanupFailed, note: truncate(msg, 1024)})
 	r.Metrics.observeCleanupFailure()
 	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
-	return ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
+	return nil, ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
 }
 
-func (r *ImageReconciler) createCleanupJob(ctx context.Context, img *tasksv1.Image) error {
-	job := desiredCleanupJob(img, r.Importer)
+func (r *ImageReconciler) createCleanupJob(ctx context.Context, img *tasksv1.Image, run cleanupRun) error {
+	job := desiredCleanupJob(img, run.name, run.target, r.Importer)
 	if err := ctrl.SetControllerReference(img, job, r.Scheme); err != nil {
 		return err
 	}
@@ -279,9 +327,10 @@ func (r *ImageReconciler) createCleanupJob(ctx context.Context, img *tasksv1.Ima
 	if err != nil {
 		return fmt.Errorf("creating cleanup Job %s: %w", job.Name, err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Created cleanup Job", "job", klog.KObj(job))
-	setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Job "+job.Name+" removes the image's data")
-	r.Recorder.Eventf(img, job, corev1.EventTypeNormal, "CleanupJobCreated", "Delete", "Created Job %s to remove the image's data", job.Name)
+	ctrl.LoggerFrom(ctx).Info("Created cleanup Job", "job", klog.KObj(job), "claim", run.target.claim, "file", run.target.file)
+	setImageReady(img, run.ready, run.reason, "Job "+job.Name+" removes "+run.what)
+	r.Recorder.Eventf(img, job, corev1.EventTypeNormal, "CleanupJobCreated", "Delete", "Created Job %s to remove %s (%s in claim %s)",
+		job.Name, run.what, run.target.file, run.target.claim)
 	return nil
 }
 

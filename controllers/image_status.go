@@ -109,14 +109,23 @@ func recordData(img *tasksv1.Image, info *tasksv1.ImageInfo) {
 	st.Unpacked = info.Unpacked
 }
 
-// cancelImport ends the import of a task that was deleted before it
-// ended: its image never got data. An image the task had created for
-// itself is killed; a named one is queued again.
-func cancelImport(img *tasksv1.Image, now time.Time) *imageEvent {
+// cancelledImport settles the image of a task deleted before it was
+// settled, once its importer has ended and what it may have written is
+// removed (freed says how). An import that had succeeded kills the image:
+// its data went with the task's record of it, and a caller waiting for
+// active must not wait on. An import that had not ended kills the image
+// the task had created for itself, and queues a named one again.
+func cancelledImport(img *tasksv1.Image, succeeded bool, freed string, now time.Time) *imageEvent {
+	task := img.Status.ImportTask
+	if succeeded {
+		return failImport(img, tasksv1.ImageKilled, tasksv1.ReasonImportTaskDeleted, fmt.Sprintf(
+			"Task %s succeeded but was deleted before the image recorded its data, which is lost with the task; %s. Import the image again",
+			task, freed), now)
+	}
 	to := tasksv1.ImageQueued
 	if img.Labels[tasksv1.LabelTaskUID] != "" {
 		to = tasksv1.ImageKilled
 	}
 	return failImport(img, to, tasksv1.ReasonImportTaskDeleted, fmt.Sprintf(
-		"Task %s was deleted before its import ended", img.Status.ImportTask), now)
+		"Task %s was deleted before its import ended; %s", task, freed), now)
 }

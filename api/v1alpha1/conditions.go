@@ -63,6 +63,11 @@ const (
 	// ReasonCleanupFailed: the Job that removes the image's data failed;
 	// another one runs.
 	ReasonCleanupFailed = "CleanupFailed"
+	// ReasonLocationRefused: the image's location is not a file of a store
+	// in the image's own namespace: its cleanup removes nothing there, and
+	// the deletion waits for the location to be corrected (or the data
+	// finalizer to be removed by hand).
+	ReasonLocationRefused = "LocationRefused"
 )
 
 // Reasons the importer cannot start. While the task waits, they are the
