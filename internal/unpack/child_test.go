@@ -226,20 +226,21 @@ func TestFallsBackToGoWhereNoDecompressorCanRun(t *testing.T) {
 	})
 }
 
-// The decompressors are confined: no file but their program and libraries,
-// no socket.
+// The decompressors are confined: no file but their program and libraries.
+// (The sandbox's own tests cover the rest: no socket, no environment.)
 func TestADecompressorIsConfined(t *testing.T) {
 	requireChildren(t)
 	src, _ := os.ReadFile(testimages.Compress(t, "xz", testimages.Raw(t, t.TempDir(), 1<<20), filepath.Join(t.TempDir(), "image.xz")))
 	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("secret"), 0o600)
+	os.WriteFile(secret, []byte("a secret of the node's\n"), 0o600)
+	// Built-ins only: sh itself opens the files, and writes what it read
+	// as the decompressed stream.
 	defer swapTool("xz", tool{program: "sh", args: func() []string {
-		// Built-ins only: sh itself opens the files.
-		return []string{"-c", `for f in ` + secret + ` /etc/hostname /proc/self/environ; do read -r s < $f && echo "$s"; done; echo "exit 1" >&2; exit 1`}
+		return []string{"-c", `for f in ` + secret + ` /etc/passwd; do read -r s < $f && echo "$s"; done; exit 0`}
 	}, outOfMemory: saysOutOfMemory})()
 	var out bytes.Buffer
 	_, err := Stream(bytes.NewReader(src), &out, Options{})
-	if out.Len() != 0 || err == nil || !strings.Contains(err.Error(), "exit 1") {
+	if err != nil || strings.Contains(out.String(), "secret") || strings.Contains(out.String(), "root:") {
 		t.Fatalf("the decompressor read %q (%v)", out.Bytes(), err)
 	}
 }
