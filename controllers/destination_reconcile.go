@@ -21,6 +21,7 @@ import (
 
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
 
 // The annotations by which a StorageClass is the cluster's default.
 var defaultClassAnnotations = []string{
@@ -222,4 +223,31 @@ func className(c *string) string {
 		return "(the cluster's default)"
 	}
 	return *c
+}
+
+// releaseVolume deletes the finished importer pods of a task that imported
+// into a volume, once the task's end is recorded (their results are read
+// before): a pod keeps the claims it names from being deleted in any
+// phase, Succeeded too (kubernetes.io/pvc-protection), so the Image's
+// volume would otherwise stay Terminating after the Image is deleted, for
+// as long as the task lives. The Job, and its status, stay.
+func (r *ImageImportTaskReconciler) releaseVolume(ctx context.Context, task *tasksv1.ImageImportTask) error {
+	if !task.Status.Status.Terminal() || task.Status.JobName == "" || volumeOf(task, r.Importer.Destination) == nil {
+		return nil
+	}
+	var pods corev1.PodList
+	if err := r.importerCache.List(ctx, &pods, client.InNamespace(task.Namespace),
+		client.MatchingLabels{tasksv1.LabelTaskUID: string(task.UID)}); err != nil {
+		return fmt.Errorf("listing the importer pods: %w", err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp != nil || (p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed) {
+			continue // a running pod is the Job controller's to stop
+		}
+		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting the finished importer pod %s, which holds the image's volume: %w", p.Name, err)
+		}
+	}
+	return nil
 }

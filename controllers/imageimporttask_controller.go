@@ -113,7 +113,12 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, nil // the Job and its pods go with the task (owner references)
 	}
 	before := task.DeepCopy()
-	defer func() { retErr = r.patchStatus(ctx, before, task, retErr) }()
+	defer func() {
+		retErr = r.patchStatus(ctx, before, task, retErr)
+		if retErr == nil {
+			retErr = r.releaseVolume(ctx, task) // once the end is recorded
+		}
+	}()
 
 	var recheck time.Duration
 	if !task.Status.Status.Terminal() {
