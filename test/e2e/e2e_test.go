@@ -2,7 +2,8 @@
 
 // Package e2e runs the whole system on the local cluster of hack/local-cluster
 // (`make test-e2e` brings it up): real kubelet, containerd, Jobs, importer
-// pods with qemu-img, the image store on the node, the Glance shim on
+// pods with qemu-img, the image store and volumes on the node (the default
+// StorageClass's local volumes), the Glance shim on
 // 127.0.0.1:9292. Sources are served by the test on the node address.
 package e2e
 
@@ -47,7 +48,6 @@ const (
 var (
 	k8s     client.Client
 	root    string // the repository
-	store   string // the image store on the node
 	kubectl string
 	srcDir  string // what the source server serves
 	srcURL  string
@@ -70,7 +70,6 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	root, _ = filepath.Abs("../..")
-	store = filepath.Join(root, "bin/local-cluster/store")
 	kubectl = filepath.Join(root, "bin/k8s/1.37.2/kubectl")
 	srcDir, _ = os.MkdirTemp("", "e2e-sources")
 	defer os.RemoveAll(srcDir)
@@ -193,7 +192,7 @@ spec:
 	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
 	t.Logf("kubectl apply -> success for a 100 MiB qcow2: %s", time.Since(start).Round(100*time.Millisecond))
 
-	stored := filepath.Join(store, got.Status.Result.ImageID)
+	stored := storePath(t, got.Status.Result.ImageID)
 	want := filepath.Join(t.TempDir(), "want.raw")
 	testimages.QemuImg(t, "convert", "-f", "qcow2", "-O", "raw", qcow2, want)
 	testimages.QemuImg(t, "compare", "-f", "raw", "-F", "raw", want, stored)
@@ -224,7 +223,7 @@ func TestImportWithGlanceCLI(t *testing.T) {
 	result := field(glance("task-show", id), "result") // {"image_id": "..."}
 	imageID := regexp.MustCompile(`[0-9a-f-]{36}`).FindString(result)
 	g.Expect(imageID).NotTo(BeEmpty(), result)
-	g.Expect(filepath.Join(store, imageID)).To(BeARegularFile())
+	g.Expect(storePath(t, imageID)).To(BeARegularFile())
 	// The task's image is an image the images API shows.
 	show := glance("image-show", imageID)
 	g.Expect(field(show, "status")).To(Equal("active"), show)
@@ -373,7 +372,7 @@ func TestTwentyTasksAtOnce(t *testing.T) {
 	images := map[string]bool{}
 	for _, task := range tasks {
 		got := waitFor(t, task, tasksv1.TaskSuccess, 5*time.Minute)
-		NewWithT(t).Expect(filepath.Join(store, got.Status.Result.ImageID)).To(BeARegularFile())
+		NewWithT(t).Expect(storePath(t, got.Status.Result.ImageID)).To(BeARegularFile())
 		images[got.Status.Result.ImageID] = true
 	}
 	NewWithT(t).Expect(images).To(HaveLen(20), "every task stored an image of its own")

@@ -73,7 +73,7 @@ func expectFreed(t *testing.T, id string) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: id}, &tasksv1.Image{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Image is still there: %v", err)
-		_, err = os.Stat(filepath.Join(store, id))
+		_, err = os.Stat(storePath(t, id))
 		g.Expect(os.IsNotExist(err)).To(BeTrue(), "the image's file is still in the store: %v", err)
 	}, 2*time.Minute, time.Second).Should(Succeed())
 }

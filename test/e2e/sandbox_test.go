@@ -123,6 +123,7 @@ func TestHostileVMDKFailsInAPod(t *testing.T) {
 			g.Expect(got.Status.Message).To(ContainSubstring("vmdk"))
 			g.Expect(got.Status.Attempts).To(Equal(int32(1)), "an unsafe image is a permanent failure")
 			g.Expect(got.Status.Result).To(BeNil(), "a failed task names no image")
+			store := storeDir(t)
 			entries, _ := os.ReadDir(store)
 			for _, e := range entries {
 				if b, _ := os.ReadFile(filepath.Join(store, e.Name())); len(b) > 0 && string(b[:min(len(b), 4)]) == "eyJh" {

@@ -30,7 +30,7 @@ func TestImportsAnXZCompressedQcow2(t *testing.T) {
 	create(t, task)
 	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
 
-	stored := filepath.Join(store, got.Status.Result.ImageID)
+	stored := storePath(t, got.Status.Result.ImageID)
 	testimages.QemuImg(t, "compare", "-f", "raw", "-F", "raw", raw, stored)
 	m5, s512 := sums(t, stored)
 	want, _ := sums(t, raw)
@@ -57,7 +57,7 @@ func TestImportsAnOVA(t *testing.T) {
 	create(t, task)
 	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
 
-	stored := filepath.Join(store, got.Status.Result.ImageID)
+	stored := storePath(t, got.Status.Result.ImageID)
 	testimages.QemuImg(t, "compare", "-f", "raw", "-F", "qcow2", raw, stored)
 	m5, _ := sums(t, stored)
 	g.Expect(got.Status.Image.Checksum).To(Equal(m5))
