@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Deploys the operator and the Glance shim (config/local) and the image store (a hostPath
-# PersistentVolume on the node, bound to the claim image-store in the namespace images) to the
-# local cluster, and waits until they run. Idempotent.
+# Deploys the operator and the Glance shim (config/local) to the local cluster, and the namespace
+# images, and waits until they run. The image store is no claim made here: the operator creates
+# images/image-store (--store-storage-class=node-local, storage.sh's provisioner) at the first
+# import. A cluster that a former make run gave a hostPath PersistentVolume and a claim bound to
+# it keeps them: this script no longer applies them and so leaves them alone. Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-STORE=$KC/store
-mkdir -p "$STORE"
-chown 65532:65532 "$STORE"   # the importer runs as 65532; hostPath volumes are not chowned
-chmod 0750 "$STORE"
 
 "$ROOT/bin/kustomize" build "$ROOT/config/local" | kubectl_ apply --server-side --force-conflicts -f - >/dev/null
 kubectl_ apply --server-side -f - >/dev/null <<YAML
@@ -17,29 +15,6 @@ metadata:
   name: images
   labels:
     pod-security.kubernetes.io/enforce: restricted
----
-apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: image-store
-spec:
-  capacity: {storage: 100Gi}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: ""
-  claimRef: {namespace: images, name: image-store}
-  hostPath: {path: $STORE, type: Directory}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: image-store
-  namespace: images
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: ""
-  volumeName: image-store
-  resources: {requests: {storage: 100Gi}}
 YAML
 # New pods when an image changed under its tag since the last rollout (pods keep the image they
 # started with), or when the deployments are not all ready (pods that could not start while their
@@ -64,4 +39,4 @@ for _ in $(seq 100); do curl -fs http://127.0.0.1:9292/versions >/dev/null && br
 curl -fsS http://127.0.0.1:9292/versions >/dev/null ||
   { echo "the Glance shim does not answer on 127.0.0.1:9292: kubectl -n image-import-system logs deployment/image-import-glance-shim"; exit 1; }
 printf '%s\n' "$images" >"$STATE/deployed-images"
-echo "operator and Glance shim deployed; images are stored in $STORE"
+echo "operator and Glance shim deployed; images are stored in the claim images/image-store (made at the first import)"

@@ -6,7 +6,9 @@ cat <<TXT
 The image import operator runs on the local cluster.
   kubectl:      export KUBECONFIG=$KUBECONFIG_ADMIN   (kubectl $K8S_VERSION: $K8S_BIN/kubectl)
   Glance API:   http://127.0.0.1:9292 (auth none: every caller is admin of project "admin")
-  Image store:  $KC/store/<image-id>   (PersistentVolumeClaim images/image-store)
+  Image store:  PersistentVolumeClaim images/image-store, made by the operator at the first import; its
+                files, named by image id, are in its volume's directory on the node:
+                ls $VOLUMES/\$(kubectl -n images get pvc image-store -o jsonpath='{.spec.volumeName}')/
   Volumes:      StorageClass $STORAGE_CLASS, the default: any claim gets a volume on the node when a pod
                 uses it (Filesystem or Block), under $VOLUMES; deleting the claim frees it.
   Sources:      importers reach this machine at $NODE_IP (any port) and nothing else.
