@@ -22,6 +22,7 @@ I1=10000000-0000-4000-8000-000000000001
 I2=10000000-0000-4000-8000-000000000002
 I3=10000000-0000-4000-8000-000000000003
 I4=10000000-0000-4000-8000-000000000004
+I5=10000000-0000-4000-8000-000000000005
 NONE=10000000-0000-4000-8000-0000000000ff
 
 rec() {
@@ -148,6 +149,16 @@ import 107j-import-no-uri "$I1" '{"method":{"name":"web-download"}}'
 rec 107k-import-member-other-project -X POST "$G/v2/images/$I1/import" -H "$J" "${M[@]}" -d "{\"method\":{\"name\":\"web-download\",\"uri\":\"$IMP/small.qcow2\"}}"
 rec 107l-get-import-route -X GET "$G/v2/images/$I1/import" "${A[@]}"
 import 107m-import-bad-json "$I1" 'nope'
+
+# --- a member's publicize_image and owner ---------------------------------------------------------
+rec 107n-post-image-member-public -X POST "$G/v2/images" -H "$J" "${M[@]}" -d '{"name":"pub","visibility":"public"}'
+rec 107o-post-image-member -X POST "$G/v2/images" -H "$J" "${M[@]}" -d "{\"id\":\"$I5\",\"name\":\"members\"}"
+rec 107p-patch-image-member-publicize-replace -X PATCH "$G/v2/images/$I5" -H "$P" "${M[@]}" -d '[{"op":"replace","path":"/visibility","value":"public"}]'
+rec 107q-patch-image-member-publicize-add -X PATCH "$G/v2/images/$I5" -H "$P" "${M[@]}" -d '[{"op":"add","path":"/visibility","value":"public"}]'
+rec 107r-patch-image-member-add-owner-other -X PATCH "$G/v2/images/$I5" -H "$P" "${M[@]}" -d '[{"op":"add","path":"/owner","value":"someone-else"}]'
+rec 107s-patch-image-member-add-owner-own -X PATCH "$G/v2/images/$I5" -H "$P" "${M[@]}" -d '[{"op":"add","path":"/owner","value":"other"}]'
+rec 107t-patch-image-member-replace-owner -X PATCH "$G/v2/images/$I5" -H "$P" "${M[@]}" -d '[{"op":"replace","path":"/owner","value":"other"}]'
+rec 107u-delete-image-member -X DELETE "$G/v2/images/$I5" "${M[@]}"
 
 # --- delete --------------------------------------------------------------------------------------
 rec 108-delete-image-protected -X DELETE "$G/v2/images/$I2" "${A[@]}"
