@@ -344,3 +344,16 @@ func TestATaskMakesItsImage(t *testing.T) {
 	g.Expect(k8sClient.List(ctx, &after, client.InNamespace(s.namespace))).To(Succeed())
 	g.Expect(after.Items).To(HaveLen(len(before.Items)), "a task recorded as failed makes no image")
 }
+
+// HEAD /v2/images/{id}/file is a 405 (real Glance: Allow "GET, PUT"; the
+// shim takes no uploads), with no body, whatever the image holds.
+func TestHeadOfImageDataIs405(t *testing.T) {
+	g := NewWithT(t)
+	s := newShim(t, PolicyAdmin)
+	r := s.do(t, "POST", "/v2/images", "u:head:member", `{"name":"h","disk_format":"raw","container_format":"bare"}`, "Content-Type", jsonType)
+	g.Expect(r.status).To(Equal(201), r.body)
+	r = s.do(t, "HEAD", "/v2/images/"+r.json["id"].(string)+"/file", "u:head:member", "")
+	g.Expect(r.status).To(Equal(405))
+	g.Expect(r.header.Get("Allow")).To(Equal("GET"))
+	g.Expect(r.body).To(BeEmpty())
+}
