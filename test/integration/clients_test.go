@@ -11,10 +11,16 @@ import (
 // project's shim as an admin of the project.
 func glanceCLI(t *testing.T, p *project, args ...string) string {
 	t.Helper()
+	return glanceCLIAs(t, p, "cli:"+p.namespace+":admin", args...)
+}
+
+// glanceCLIAs runs the glance CLI with the token "user:project:roles".
+func glanceCLIAs(t *testing.T, p *project, token string, args ...string) string {
+	t.Helper()
 	if _, err := exec.LookPath("glance"); err != nil {
 		t.Fatal("the glance CLI is not installed: run 'make deps' (hack/install-deps.sh)")
 	}
-	cmd := withoutStdin("glance", append([]string{"--os-image-url", p.shim.URL, "--os-auth-token", "cli:" + p.namespace + ":admin"}, args...)...)
+	cmd := withoutStdin("glance", append([]string{"--os-image-url", p.shim.URL, "--os-auth-token", token}, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir()) // glanceclient caches schemas under $HOME
 	out, err := cmd.CombinedOutput()
 	if err != nil {

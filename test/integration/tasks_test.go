@@ -14,7 +14,9 @@ import (
 )
 
 // A task created with POST /v2/tasks by a real client runs the real
-// importer, ends in success, and stores the image converted.
+// importer, ends in success, and stores the image converted, into the
+// image the shim made for it, which glance image-show displays to the
+// project's members.
 func TestTaskImportsThroughTheRunner(t *testing.T) {
 	p := newProject(t)
 	url, raw := fixture(t, "task.qcow2", "qcow2", 8<<20)
@@ -28,6 +30,11 @@ func TestTaskImportsThroughTheRunner(t *testing.T) {
 	}
 	if !bytes.Equal(stored, raw) {
 		t.Fatalf("the stored image (%d bytes) differs from the source disk (%d bytes)", len(stored), len(raw))
+	}
+	// The task's image is its project's: a member of it reads it.
+	show := glanceCLIAs(t, p, "cli:"+p.namespace+":member", "image-show", task.Status.Result.ImageID)
+	if field(show, "status") != "active" || field(show, "owner") != p.namespace || field(show, "name") != "via-task" {
+		t.Fatalf("image-show printed:\n%s", show)
 	}
 }
 
