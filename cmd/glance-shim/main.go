@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/exportpods"
 	"github.com/imageimport/image-import-operator/internal/glance"
 	"github.com/imageimport/image-import-operator/internal/imageexport"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
@@ -190,13 +191,13 @@ func httpServer(addr string, h http.Handler, t timeouts) *http.Server {
 
 // exportPods reads images through export pods, with a token of this
 // replica's own: no other reader of the pod network gets the images.
-func exportPods(cfg *rest.Config, scheme *runtime.Scheme, image string, idle time.Duration) (*imageexport.Pods, error) {
+func exportPods(cfg *rest.Config, scheme *runtime.Scheme, image string, idle time.Duration) (*exportpods.Pods, error) {
 	// Not the manager's cached client: the shim does not watch every pod.
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, err
 	}
-	return &imageexport.Pods{
+	return &exportpods.Pods{
 		Client: c, Image: image, PullPolicy: corev1.PullIfNotPresent, Token: rand.Text(),
 		IdleTimeout: idle, StartTimeout: 2 * time.Minute, Port: imageexport.Port,
 		HTTP: &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}},

@@ -1,13 +1,12 @@
-// Package imageexport serves stored images' bytes to the Glance shim,
-// which does not mount the image store: an export pod in the image's
-// namespace mounts the store's claim read-only and serves its files over
-// HTTP (Server), and the shim starts such pods and reads through them
-// (Pods).
+// Package imageexport is the program of an export pod: it serves the image
+// store, mounted read-only, to the holder of a bearer token, for the Glance
+// shim, which does not mount the store (package exportpods starts export
+// pods and reads through them). It exits once idle.
 //
-// Only the shim may read: the pod's command line holds the sha256 of a
-// bearer token that only the shim knows, so reading the pod spec, or
-// reaching the pod on the pod network, gives nobody the images. An export
-// pod exits once idle; the shim starts it again on the next download.
+// Only the shim may read: the pod's command line holds the sha256 of the
+// token, never the token, so reading the pod spec, or reaching the pod on
+// the pod network, gives nobody the images. It imports nothing of
+// Kubernetes: it runs in the importer binary, which stays small.
 package imageexport
 
 import (
@@ -29,10 +28,10 @@ import (
 
 // Paths served by an export pod.
 const (
-	// imagesPath prefixes an image id: GET /images/<id>.
-	imagesPath = "/images/"
-	// healthPath answers 200 without a token: the pod's readiness probe.
-	healthPath = "/healthz"
+	// ImagesPath prefixes an image id: GET /images/<id>.
+	ImagesPath = "/images/"
+	// HealthPath answers 200 without a token: the pod's readiness probe.
+	HealthPath = "/healthz"
 	// Port is the export pod's port.
 	Port = 8443
 )
@@ -91,7 +90,7 @@ func (s *Server) exitWhenIdle(ctx context.Context, cancel func()) {
 
 func (s *Server) handler(want []byte) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == healthPath {
+		if r.URL.Path == HealthPath {
 			return
 		}
 		s.inflight.Add(1)
@@ -105,7 +104,7 @@ func (s *Server) handler(want []byte) http.Handler {
 			http.Error(w, "a valid bearer token is required", http.StatusUnauthorized)
 			return
 		}
-		id, ok := strings.CutPrefix(r.URL.Path, imagesPath)
+		id, ok := strings.CutPrefix(r.URL.Path, ImagesPath)
 		if !ok || !ValidID(id) || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 			http.NotFound(w, r)
 			return

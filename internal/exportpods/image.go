@@ -1,4 +1,4 @@
-package imageexport
+package exportpods
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/imageexport"
 )
 
 // Open reads an image's data through the export pod of the claim that its
@@ -36,7 +37,7 @@ func parseLocation(location string) (namespace, claim, id string, ok bool) {
 		return "", "", "", false
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || !ValidID(parts[2]) {
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || !imageexport.ValidID(parts[2]) {
 		return "", "", "", false
 	}
 	return parts[0], parts[1], parts[2], true

@@ -1,4 +1,4 @@
-package imageexport
+package exportpods
 
 import (
 	"context"
@@ -30,6 +30,7 @@ import (
 	"github.com/go-logr/logr"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/internal/imageexport"
 )
 
 var k8sClient client.Client
@@ -83,7 +84,7 @@ func kubelet(t *testing.T, ns, dir string, port int) (started func() int) {
 						t.Error(err)
 						return
 					}
-					go (&Server{Dir: dir, TokenSHA256: hash, IdleTimeout: time.Minute, Log: logr.Discard()}).Serve(ctx, l)
+					go (&imageexport.Server{Dir: dir, TokenSHA256: hash, IdleTimeout: time.Minute, Log: logr.Discard()}).Serve(ctx, l)
 					count <- n
 				} else {
 					count <- n
@@ -287,3 +288,5 @@ func TestPodsDeleteAPodThatNeverBecomesReady(t *testing.T) {
 		t.Fatalf("%d pods left after the start timeout, want none", len(pods.Items))
 	}
 }
+
+const testToken = "a token only the shim knows"

@@ -1,4 +1,7 @@
-package imageexport
+// Package exportpods is the Glance shim's side of image downloads: it
+// starts export pods (package imageexport) in an image's namespace, with
+// the store's claim mounted read-only, and reads images through them.
+package exportpods
 
 import (
 	"context"
@@ -21,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/imageimport/image-import-operator/internal/imageexport"
 )
 
 // Labels of export pods.
@@ -48,7 +53,7 @@ type Pods struct {
 	IdleTimeout time.Duration
 	// StartTimeout bounds the wait for a new export pod to be ready.
 	StartTimeout time.Duration
-	// Port is where export pods listen (Port unless a test says otherwise).
+	// Port is where export pods listen (imageexport.Port unless a test says otherwise).
 	Port int
 	// HTTP reads from export pods.
 	HTTP *http.Client
@@ -67,14 +72,14 @@ type createdPod struct {
 // request asks the export pod of the claim for image id, with a Range
 // header unless empty. The caller closes the response's body.
 func (p *Pods) request(ctx context.Context, namespace, claim, id string, rangeHeader string) (*http.Response, error) {
-	if !ValidID(id) {
+	if !imageexport.ValidID(id) {
 		return nil, fmt.Errorf("%q cannot name an image file", id)
 	}
 	pod, err := p.readyPod(ctx, namespace, claim)
 	if err != nil {
 		return nil, err
 	}
-	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(p.Port)) + imagesPath + id
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(p.Port)) + imageexport.ImagesPath + id
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -244,7 +249,7 @@ func (p *Pods) desiredPod(namespace, claim string) *corev1.Pod {
 				Ports:        []corev1.ContainerPort{{Name: "export", ContainerPort: int32(p.Port)}},
 				VolumeMounts: []corev1.VolumeMount{{Name: "store", MountPath: mountPath, ReadOnly: true}},
 				ReadinessProbe: &corev1.Probe{
-					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: healthPath, Port: intstr.FromInt32(int32(p.Port))}},
+					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: imageexport.HealthPath, Port: intstr.FromInt32(int32(p.Port))}},
 					PeriodSeconds: 1,
 				},
 				Resources: corev1.ResourceRequirements{
