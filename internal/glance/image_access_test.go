@@ -2,8 +2,9 @@ package glance
 
 import (
 	"context"
-	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
@@ -240,8 +242,45 @@ func bind(t *testing.T, namespace, name string, resources []string, subject rbac
 	}
 }
 
-// The admission policy config/policy/public_images.yaml: a user who may
-// edit Images and tasks (an RBAC binding in its namespace) cannot make an
+// bindEdit binds the users to the built-in edit role in the namespace, with
+// what config/rbac aggregates into it (envtest runs no aggregation
+// controller: the users are bound to the aggregated roles themselves).
+func bindEdit(t *testing.T, namespace string, users ...string) {
+	t.Helper()
+	ctx := context.Background()
+	roles := []string{"edit"}
+	for _, file := range []string{"image_editor_role.yaml", "imageimporttask_editor_role.yaml"} {
+		role := &rbacv1.ClusterRole{}
+		data, err := os.ReadFile(filepath.Join("..", "..", "config", "rbac", file))
+		if err == nil {
+			err = yaml.Unmarshal(data, role)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := k8sClient.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		roles = append(roles, role.Name)
+	}
+	var subjects []rbacv1.Subject
+	for _, u := range users {
+		subjects = append(subjects, rbacv1.Subject{Kind: "User", Name: u})
+	}
+	for _, role := range roles {
+		binding := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: namespace},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+			Subjects:   subjects,
+		}
+		if err := k8sClient.Create(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The admission policy config/policy/public_images.yaml: a user with the
+// edit role in its namespace (Images and tasks included) cannot make an
 // image public, neither an Image nor a task's imageProperties; a member of
 // tasks.imageimport.io:image-publishers can; the shim's service account
 // too.
@@ -252,9 +291,7 @@ func TestPublishingNeedsAPublisherAtAdmission(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, ns)).To(Succeed())
 	t.Cleanup(func() { deleteImages(t, ns.Name) })
 	shimSA := "system:serviceaccount:image-import-system:image-import-glance-shim"
-	for i, user := range []string{"alice", "bob", shimSA} {
-		bind(t, ns.Name, fmt.Sprint("edit-", i), []string{"images", "imageimporttasks"}, rbacv1.Subject{Kind: "User", Name: user})
-	}
+	bindEdit(t, ns.Name, "alice", "bob", shimSA)
 	as := func(user string, groups ...string) client.Client {
 		cfg := rest.CopyConfig(testCfg)
 		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
