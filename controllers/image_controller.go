@@ -309,7 +309,9 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 	msg := fmt.Sprintf("Job %s failed to remove %s (%s: %s); another one starts in %s",
 		job.Name, run.what, done.Reason, done.Message, retry)
 	setImageReady(img, run.ready, tasksv1.ReasonCleanupFailed, msg)
-	w.note(&imageEvent{warning: true, reason: tasksv1.ReasonCleanupFailed, note: truncate(msg, 1024)})
+	// Told now, not with the status: the Job is deleted at once, and a
+	// status write that loses a race would lose the only word of it.
+	r.Recorder.Eventf(img, job, corev1.EventTypeWarning, tasksv1.ReasonCleanupFailed, "Delete", "%s", truncate(msg, 1024))
 	r.Metrics.observeCleanupFailure()
 	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
 	return nil, ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
