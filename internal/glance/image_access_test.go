@@ -394,3 +394,23 @@ func TestHeadOfImageDataIs405(t *testing.T) {
 	g.Expect(r.header.Get("Allow")).To(Equal("GET"))
 	g.Expect(r.body).To(BeEmpty())
 }
+
+// With namespaces labelled by project, too, the label decides the owner.
+func TestOwnershipFollowsTheNamespaceLabel(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	project, other := "lab"+uniq(), "lab"+uniq()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "glance-label-", Labels: map[string]string{LabelProjectID: project}}}
+	g.Expect(k8sClient.Create(ctx, ns)).To(Succeed())
+	t.Cleanup(func() { deleteImages(t, ns.Name) })
+	s := newShimWith(t, PolicyAdmin, LabelledNamespace{Reader: k8sClient})
+	id := uuid.NewString()
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: id, Annotations: map[string]string{annotationOwner: other}}}
+	g.Expect(k8sClient.Create(ctx, img)).To(Succeed())
+
+	g.Eventually(func() int { return s.do(t, "GET", "/v2/images/"+id, "u:"+project+":member", "").status }).Should(Equal(200))
+	r := s.do(t, "GET", "/v2/images/"+id, "u:"+project+":member", "")
+	g.Expect(r.json["owner"]).To(Equal(project))
+	g.Expect(s.do(t, "GET", "/v2/images/"+id, "u:"+other+":member", "").status).To(Equal(404))
+	g.Expect(s.do(t, "GET", "/v2/images", "u:"+other+":member", "").body).NotTo(ContainSubstring(id))
+}
