@@ -93,9 +93,11 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	if err := applyManifests(filepath.Join("..", "config", "policy", "protected_images.yaml")); err != nil {
-		fmt.Fprintln(os.Stderr, "installing the admission policy:", err)
-		os.Exit(1)
+	for _, policy := range []string{"protected_images.yaml", "public_images.yaml"} {
+		if err := applyManifests(filepath.Join("..", "config", "policy", policy)); err != nil {
+			fmt.Fprintln(os.Stderr, "installing the admission policy:", err)
+			os.Exit(1)
+		}
 	}
 	testMetrics = NewMetrics(metrics.Registry, k8sClient)
 	metricsAddr = freeLoopbackAddr()
