@@ -50,7 +50,7 @@ func (r *ImageReconciler) cancelImport(ctx context.Context, w *imageWrite, now t
 	}
 	succeeded := importSucceeded(pods, task, img.Name)
 	target := cleanupTarget{claim: r.Importer.StoreClaimName, file: img.Name}
-	freed := ""
+	freed, freeJob := "", (*batchv1.Job)(nil)
 	gone, err := r.storeGone(ctx, img, target.claim)
 	switch {
 	case err != nil:
@@ -65,10 +65,18 @@ func (r *ImageReconciler) cancelImport(ctx context.Context, w *imageWrite, now t
 		if job == nil || err != nil {
 			return res, err
 		}
-		freed = "Job " + job.Name + " removed what it wrote"
-		defer r.dropFreeJob(ctx, job)
+		freed, freeJob = "Job "+job.Name+" removed what it wrote", job
 	}
 	w.note(cancelledImport(img, succeeded, freed, now))
+	if freeJob == nil {
+		return ctrl.Result{}, nil
+	}
+	// The status first: were the Job gone and the status not written, the
+	// next reconcile would run another Job for nothing.
+	if err := w.flush(ctx, nil); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.dropFreeJob(ctx, freeJob)
 	return ctrl.Result{}, nil
 }
 
