@@ -107,13 +107,14 @@ func fileSum(t testing.TB, path string, n int64) string {
 // and first seen Bound, from the test's start: the provisioning latency as a user sees it.
 type claimTimes struct {
 	mu           sync.Mutex
+	prefix       string // of the names of the tasks whose claims count
 	start        time.Time
 	seen, bound  map[string]time.Duration
 	stop, exited chan struct{}
 }
 
-func watchClaims(t *testing.T, ns string) *claimTimes {
-	c := &claimTimes{start: time.Now(), seen: map[string]time.Duration{}, bound: map[string]time.Duration{},
+func watchClaims(t *testing.T, ns, taskPrefix string) *claimTimes {
+	c := &claimTimes{prefix: taskPrefix, start: time.Now(), seen: map[string]time.Duration{}, bound: map[string]time.Duration{},
 		stop: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
 		defer close(c.exited)
@@ -139,6 +140,9 @@ func (c *claimTimes) record(claims []corev1.PersistentVolumeClaim) {
 	now := time.Since(c.start)
 	for _, p := range claims {
 		task := p.Labels[tasksv1.LabelTaskName]
+		if !strings.HasPrefix(task, c.prefix) {
+			continue // another test's
+		}
 		if _, ok := c.seen[task]; !ok {
 			c.seen[task] = now
 		}
@@ -175,7 +179,7 @@ func importIntoVolume(t *testing.T, ns, name string, mode corev1.PersistentVolum
 	g := NewWithT(t)
 	const virtual = 48 << 20
 	url, want := volumeSource(t, name+".qcow2", virtual, 12<<20)
-	times := watchClaims(t, ns)
+	times := watchClaims(t, ns, name)
 	task := volumeTask(name, ns, url, mode, "64Mi")
 	create(t, task)
 	got := waitFor(t, task, tasksv1.TaskSuccess, 3*time.Minute)
@@ -370,7 +374,7 @@ func listTasks(ns string) []tasksv1.ImageImportTask {
 func TestTwentyVolumesAtOnce(t *testing.T) {
 	const n, virtual = 20, 32 << 20
 	url, want := volumeSource(t, "twenty.qcow2", virtual, 8<<20)
-	times := watchClaims(t, namespace)
+	times := watchClaims(t, namespace, "volumes-")
 	var tasks []*tasksv1.ImageImportTask
 	for i := range n {
 		task := volumeTask(fmt.Sprintf("volumes-%02d", i), namespace, url, corev1.PersistentVolumeFilesystem, "64Mi")
