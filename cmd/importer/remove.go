@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
+	"github.com/imageimport/image-import-operator/internal/importer"
 	"github.com/imageimport/image-import-operator/internal/importresult"
 )
 
@@ -61,7 +61,7 @@ func removeImage(dest, id string) ([]string, error) {
 	var removed []string
 	for _, e := range entries {
 		name := e.Name()
-		if name != id && !isStagingOf(name, id) {
+		if name != id && !importer.IsStaging(name, id) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dest, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -91,20 +91,6 @@ func checkRemovableID(id string) error {
 	}
 	return nil
 }
-
-// isStagingOf says whether name is a hidden staging file of an import of
-// the image: ".<id>.partial-<random>", as internal/importer (store.go)
-// writes them. The random part is os.CreateTemp's (decimal digits) or the
-// importer's own (hex digits), never anything else: a prefix match would
-// take ".a.partial-b.partial-1", the staging file of image "a.partial-b",
-// for one of image "a".
-func isStagingOf(name, id string) bool {
-	random, ok := strings.CutPrefix(name, "."+id+".partial-")
-	return ok && stagingRandom.MatchString(random)
-}
-
-// stagingRandom is the random part of a staging file's name.
-var stagingRandom = regexp.MustCompile(`^[0-9a-f]{1,20}$`)
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -110,7 +111,7 @@ func removeStaleStaging(dir, imageID string) error {
 		return err
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), stagingPrefix(imageID)) {
+		if IsStaging(e.Name(), imageID) {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !os.IsNotExist(err) {
 				return err
 			}
@@ -118,6 +119,17 @@ func removeStaleStaging(dir, imageID string) error {
 	}
 	return nil
 }
+
+// IsStaging says whether name is a staging file of an import of imageID:
+// the prefix, then the random part that os.CreateTemp (decimal) or
+// randomSuffix (hex) adds. Never a staging file of another image whose id
+// starts the same (".a.partial-" starts ".a.partial-b.partial-1" too).
+func IsStaging(name, imageID string) bool {
+	random, ok := strings.CutPrefix(name, stagingPrefix(imageID))
+	return ok && stagingRandom.MatchString(random)
+}
+
+var stagingRandom = regexp.MustCompile(`^[0-9a-f]{1,20}$`)
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
