@@ -125,7 +125,8 @@ func TestVolumeClaimFromSpec(t *testing.T) {
 }
 
 // TestVolumeImageLifecycle: a successful import into a volume records its
-// checksums on the claim and its location on the Image; deleting the Image
+// checksums on the claim and its location on the Image, and deletes its
+// finished importer pod (which would keep the claim); deleting the Image
 // runs no store cleanup Job and leaves the claim to the garbage collector
 // (envtest has none: its owner reference is what it would follow).
 func TestVolumeImageLifecycle(t *testing.T) {
@@ -141,6 +142,12 @@ func TestVolumeImageLifecycle(t *testing.T) {
 	completeJob(t, job)
 	got := waitForStatus(t, task, tasksv1.TaskSuccess)
 	g.Expect(got.Status.Image.Location).To(Equal("pvc://" + ns + "/" + id + "/disk.img"))
+	// Its finished importer pod goes: a pod in any phase keeps its claims from being deleted
+	// (kubernetes.io/pvc-protection), and the volume must go with its Image.
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: job.Name + "-a"}, &corev1.Pod{}))
+	}, wait).Should(BeTrue(), "the finished importer pod still holds the volume")
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed(), "the Job stays")
 	img := waitForImage(t, ns, id, tasksv1.ImageActive)
 	g.Expect(img.Status.Location).To(Equal("pvc://" + ns + "/" + id + "/disk.img"))
 	g.Eventually(func() map[string]string { return waitForClaim(t, ns, id).Annotations }, wait).Should(And(
