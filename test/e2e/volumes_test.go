@@ -259,6 +259,8 @@ func readLikeKubeVirt(t *testing.T, ns, claim string, mode corev1.PersistentVolu
 		},
 	}
 	NewWithT(t).Expect(k8s.Create(context.Background(), p)).To(Succeed())
+	// finishVolcheck deletes the pod when it succeeded; a failed one would keep the claim.
+	t.Cleanup(func() { k8s.Delete(context.Background(), p) })
 	out := finishVolcheck(t, p)
 	_, sum, ok := strings.Cut(strings.TrimSpace(out), "sha256=")
 	NewWithT(t).Expect(ok).To(BeTrue(), "volcheck printed no sum: %s", out)
