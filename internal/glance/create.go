@@ -84,7 +84,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 		return
 	}
 	s.Log.Info("Created ImageImportTask", "task", t.Namespace+"/"+t.Name, "id", t.UID, "project", id.ProjectID)
-	view := taskOf(t)
+	view := taskOf(t, id.ProjectID)           // in the caller's namespace: resolveOwner's too
 	view.status = string(tasksv1.TaskPending) // the 201 always shows the task as created
 	w.Header().Set("Location", requestBase(r)+"/v2/tasks/"+view.id)
 	s.writeJSON(w, http.StatusCreated, encodePy(view.detail(), false))

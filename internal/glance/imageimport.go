@@ -205,17 +205,22 @@ func (s *Server) imageTaskList(w http.ResponseWriter, r *http.Request, id *Ident
 			return
 		}
 	}
-	out := []any{}
+	out, owners := []any{}, s.owners()
 	for i := range tasks {
-		out = append(out, taskRow(&tasks[i], g.id()))
+		owner, err := owners.taskOwner(ctx, &tasks[i])
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		out = append(out, taskRow(&tasks[i], owner, g.id()))
 	}
 	s.writeJSON(w, http.StatusOK, encodePy(object{{"tasks", out}}, false))
 }
 
 // taskRow is a task as Glance's tasks_get_by_image returns it: the
 // database row, times in Python's isoformat.
-func taskRow(t *tasksv1.ImageImportTask, imageID string) object {
-	v := taskOf(t)
+func taskRow(t *tasksv1.ImageImportTask, owner, imageID string) object {
+	v := taskOf(t, owner)
 	var expires any
 	if v.expiresAt != nil {
 		expires = isoformat(*v.expiresAt)

@@ -180,12 +180,14 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, id *Identity
 	visibility, _ := lookupFilter(q.filters, "visibility")
 	own, _ := s.namespaceOf(ctx, id)
 	var rows []glanceImage
+	owners := s.owners()
 	for _, img := range oneImagePerID(list.Items, own) {
-		g, err := s.imageOf(ctx, img)
+		owner, err := owners.of(ctx, img)
 		if err != nil {
 			s.internalError(w, r, err)
 			return
 		}
+		g := glanceImage{obj: img, ownerID: owner}
 		if !g.gone() && listable(g, id, seesAll, visibility) {
 			rows = append(rows, g)
 		}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -56,29 +55,6 @@ func (g glanceImage) owner() string { return g.ownerID }
 
 // owns reports whether the caller's project owns the image.
 func (g glanceImage) owns(id *Identity) bool { return g.ownerID != "" && g.ownerID == id.ProjectID }
-
-// resolveOwner is the owner of an Image. Where the namespace tells the
-// project (namespace template or label), the namespace decides: the owner
-// annotation is shown when it names that project (it keeps the project
-// id's case) and ignored when it does not, since whoever may edit Images
-// in a namespace may write it. With one namespace for every project, the
-// annotation is the only record.
-func (s *Server) resolveOwner(ctx context.Context, img *tasksv1.Image) (string, error) {
-	annotated := img.Annotations[annotationOwner]
-	project, mapped, err := s.Namespaces.ProjectOf(ctx, img.Namespace)
-	switch {
-	case err != nil:
-		return "", fmt.Errorf("finding the project of namespace %s: %w", img.Namespace, err)
-	case !mapped || annotated == project:
-		return annotated, nil
-	case project == "" || annotated == "":
-		return project, nil
-	}
-	if ns, err := s.Namespaces.For(ctx, annotated); err == nil && ns == img.Namespace {
-		return annotated, nil // the template lower-cases: the same project
-	}
-	return project, nil
-}
 
 // imageOf is the Glance view's image of an Image.
 func (s *Server) imageOf(ctx context.Context, img *tasksv1.Image) (glanceImage, error) {

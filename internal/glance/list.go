@@ -132,15 +132,20 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, id *Identity, _ st
 		return
 	}
 	seesAll := s.Auth.SeesAll(ctx, id)
-	all, err := s.visibleTasks(ctx, id, seesAll)
+	all, err := s.candidateTasks(ctx, id, seesAll)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	rows := make([]row, 0, len(all))
+	rows, owners := make([]row, 0, len(all)), s.owners()
 	for _, t := range all {
-		if t.Annotations[annotationOwner] != "" { // visibleTasks has kept the caller's own
-			rows = append(rows, newRow(t, q.sortKey))
+		owner, err := owners.taskOwner(ctx, t)
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		if owner != "" && (seesAll || owner == id.ProjectID) {
+			rows = append(rows, newRow(t, owner, q.sortKey))
 		}
 	}
 	var after *row
@@ -193,6 +198,7 @@ func (t task) matches(filters map[string]string) bool {
 // filter needs).
 type row struct {
 	obj     *tasksv1.ImageImportTask
+	owner   string // resolved (owners.taskOwner)
 	id      string
 	key     string
 	keyTime int64 // for time keys
@@ -200,23 +206,26 @@ type row struct {
 	precise string
 }
 
-func newRow(t *tasksv1.ImageImportTask, sortKey string) row {
-	r := row{obj: t, id: string(t.UID), created: t.CreationTimestamp.Unix(), precise: createdAt(t)}
+func newRow(t *tasksv1.ImageImportTask, owner, sortKey string) row {
+	r := row{obj: t, owner: owner, id: string(t.UID), created: t.CreationTimestamp.Unix(), precise: createdAt(t)}
 	switch sortKey {
 	case "created_at":
 	case "id":
 		r.key = r.id
 	case "updated_at":
-		r.keyTime = taskOf(t).updatedAt.UnixNano()
+		r.keyTime = r.view().updatedAt.UnixNano()
 	case "expires_at":
-		if e := taskOf(t).expiresAt; e != nil {
+		if e := r.view().expiresAt; e != nil {
 			r.keyTime = e.UnixNano()
 		}
 	default:
-		r.key = taskOf(t).column(sortKey)
+		r.key = r.view().column(sortKey)
 	}
 	return r
 }
+
+// view is the Glance view of the row's task.
+func (r row) view() task { return taskOf(r.obj, r.owner) }
 
 // createdAt is the precise creation time of a task: what the shim recorded,
 // or creationTimestamp for a task created otherwise (kubectl, GitOps).
@@ -248,7 +257,7 @@ func firstAfter(rows []row, after *row, q *listQuery) []task {
 		if len(best) == q.limit && (q.limit == 0 || r.compare(best[len(best)-1], q.desc) >= 0) {
 			continue
 		}
-		if len(q.filters) > 0 && !taskOf(r.obj).matches(q.filters) {
+		if len(q.filters) > 0 && !r.view().matches(q.filters) {
 			continue
 		}
 		i, _ := slices.BinarySearchFunc(best, r, func(x, y row) int { return x.compare(y, q.desc) })
@@ -259,7 +268,7 @@ func firstAfter(rows []row, after *row, q *listQuery) []task {
 	}
 	out := make([]task, len(best))
 	for i, r := range best {
-		out[i] = taskOf(r.obj)
+		out[i] = r.view()
 	}
 	return out
 }

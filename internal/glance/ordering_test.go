@@ -83,7 +83,7 @@ func TestTasksCreatedWithinASecondListByTheirPreciseCreationTime(t *testing.T) {
 	order := func(q *listQuery) []string {
 		var rows []row
 		for _, t := range all {
-			rows = append(rows, newRow(t, q.sortKey))
+			rows = append(rows, newRow(t, "p", q.sortKey))
 		}
 		var ids []string
 		for _, v := range firstAfter(rows, nil, q) {

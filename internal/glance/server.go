@@ -6,6 +6,7 @@ package glance
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -209,7 +210,7 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request, id *Identity, task
 		e.write(w, r)
 		return
 	}
-	t, err := s.find(r.Context(), id, taskID)
+	t, owner, err := s.find(r.Context(), id, taskID)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
@@ -218,7 +219,7 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request, id *Identity, task
 		newError(http.StatusNotFound, "Could not find task "+taskID).write(w, r)
 		return
 	}
-	s.writeJSON(w, http.StatusOK, encodePy(taskOf(t).detail(), false))
+	s.writeJSON(w, http.StatusOK, encodePy(taskOf(t, owner).detail(), false))
 }
 
 // delete is DELETE /v2/tasks/{id}: Glance never allows it.
@@ -231,21 +232,27 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, id *Identity, _ 
 		explanation: "This operation is currently not permitted on Glance Tasks. They are auto deleted after reaching the time based on their expires_at property."}).write(w, r)
 }
 
-// find returns the task with the id visible to the caller, or nil.
-func (s *Server) find(ctx context.Context, id *Identity, taskID string) (*tasksv1.ImageImportTask, error) {
+// find returns the task with the id visible to the caller, and its owner,
+// or nil. Task ids are UIDs, which the API server makes unique: no copy
+// can share one.
+func (s *Server) find(ctx context.Context, id *Identity, taskID string) (*tasksv1.ImageImportTask, string, error) {
 	var list tasksv1.ImageImportTaskList
 	if err := s.Cache.List(ctx, &list, client.MatchingFields{indexUID: strings.ToLower(taskID)}); err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	owners := s.owners()
 	for i := range list.Items {
 		t := &list.Items[i]
-		owner := t.Annotations[annotationOwner]
+		owner, err := owners.taskOwner(ctx, t)
+		if err != nil {
+			return nil, "", err
+		}
 		// Only a task of another project costs an access review.
 		if owner != "" && (owner == id.ProjectID || s.Auth.SeesAll(ctx, id)) {
-			return t, nil
+			return t, owner, nil
 		}
 	}
-	return nil, nil
+	return nil, "", nil
 }
 
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error) {
@@ -253,14 +260,29 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, err error
 	newError(http.StatusInternalServerError, serverErrorText).write(w, r)
 }
 
-// visibleTasks are the tasks the caller may list: a project's own come from
-// the owner index; an admin's, every task, straight from the informer.
-func (s *Server) visibleTasks(ctx context.Context, id *Identity, seesAll bool) ([]*tasksv1.ImageImportTask, error) {
+// candidateTasks are the tasks the caller may list, and maybe more: an
+// admin's are every task, straight from the informer. A project's are in
+// its namespace where namespaces map to projects (which decide the owner,
+// resolveOwner); with one namespace for all, the owner index has them.
+// The caller keeps those whose resolved owner is the project.
+func (s *Server) candidateTasks(ctx context.Context, id *Identity, seesAll bool) ([]*tasksv1.ImageImportTask, error) {
 	if seesAll {
 		return s.cachedTasks(ctx)
 	}
+	ns, err := s.namespaceOf(ctx, id)
+	if err != nil {
+		return nil, nil // allowed has let in no caller without a namespace
+	}
+	_, mapped, err := s.Namespaces.ProjectOf(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("finding the project of namespace %s: %w", ns, err)
+	}
+	where := []client.ListOption{client.MatchingFields{indexOwner: id.ProjectID}, client.UnsafeDisableDeepCopy}
+	if mapped {
+		where = []client.ListOption{client.InNamespace(ns), client.UnsafeDisableDeepCopy}
+	}
 	var list tasksv1.ImageImportTaskList
-	err := s.Cache.List(ctx, &list, client.MatchingFields{indexOwner: id.ProjectID}, client.UnsafeDisableDeepCopy)
+	err = s.Cache.List(ctx, &list, where...)
 	out := make([]*tasksv1.ImageImportTask, len(list.Items))
 	for i := range list.Items {
 		out[i] = &list.Items[i]

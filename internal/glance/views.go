@@ -34,13 +34,15 @@ type task struct {
 	expiresAt                       *time.Time
 }
 
-func taskOf(t *tasksv1.ImageImportTask) task {
+// taskOf is the Glance view of a task whose owner is owner (see
+// owners.taskOwner: never the annotation alone).
+func taskOf(t *tasksv1.ImageImportTask, owner string) task {
 	a := t.Annotations
 	v := task{
 		id:        string(t.UID),
 		typ:       firstNonEmpty(a[annotationType], string(t.Spec.Type)),
 		status:    firstNonEmpty(string(t.Status.Status), string(tasksv1.TaskPending)),
-		owner:     a[annotationOwner],
+		owner:     owner,
 		input:     rawJSON(a[annotationInput]),
 		requestID: a[annotationRequestID],
 		userID:    a[annotationUserID],

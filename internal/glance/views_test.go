@@ -18,7 +18,7 @@ func TestMessageOnlyOnFailure(t *testing.T) {
 		task := &tasksv1.ImageImportTask{}
 		task.Status.Status = status
 		task.Status.Message = map[bool]string{true: "Why it failed.", false: "Waiting for the importer to start: the claim image-store does not exist."}[status == tasksv1.TaskFailure]
-		if got := taskOf(task).message; got != want {
+		if got := taskOf(task, "p").message; got != want {
 			t.Errorf("%s: message %q, want %q", status, got, want)
 		}
 	}
