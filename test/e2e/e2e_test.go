@@ -149,6 +149,10 @@ func waitFor(t *testing.T, task *tasksv1.ImageImportTask, status tasksv1.TaskSta
 	got := &tasksv1.ImageImportTask{}
 	NewWithT(t).Eventually(func(g Gomega) {
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(task), got)).To(Succeed())
+		if got.Status.Status.Terminal() && got.Status.Status != status {
+			// No transition leaves a terminal status: say so now, not at the timeout.
+			StopTrying(fmt.Sprintf("the task is %s, not %s: %s", got.Status.Status, status, got.Status.Message)).Now()
+		}
 		g.Expect(got.Status.Status).To(Equal(status), "message: %s", got.Status.Message)
 	}, timeout, 500*time.Millisecond).Should(Succeed())
 	return got
