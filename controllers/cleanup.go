@@ -111,13 +111,7 @@ func desiredCleanupJob(img *tasksv1.Image, name string, target cleanupTarget, cf
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: ptr.To(false), // it talks to no API
 					EnableServiceLinks:           ptr.To(false),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To[int64](importerUID),
-						RunAsGroup:     ptr.To[int64](importerUID),
-						FSGroup:        ptr.To[int64](importerUID),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
+					SecurityContext:              importerPodSecurity(),
 					Containers: []corev1.Container{{
 						Name:                     "remove",
 						Image:                    cfg.Image,
@@ -126,11 +120,7 @@ func desiredCleanupJob(img *tasksv1.Image, name string, target cleanupTarget, cf
 						Resources:                corev1.ResourceRequirements{Requests: small, Limits: small},
 						VolumeMounts:             []corev1.VolumeMount{{Name: "store", MountPath: storeMountPath}},
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
+						SecurityContext:          importerContainerSecurity(),
 					}},
 					Volumes: []corev1.Volume{{Name: "store", VolumeSource: corev1.VolumeSource{
 						PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: target.claim},

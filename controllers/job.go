@@ -138,13 +138,7 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 					ServiceAccountName:           jobName(t),
 					AutomountServiceAccountToken: ptr.To(true),
 					EnableServiceLinks:           ptr.To(false),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To[int64](importerUID),
-						RunAsGroup:     ptr.To[int64](importerUID),
-						FSGroup:        ptr.To[int64](importerUID),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
+					SecurityContext:              importerPodSecurity(),
 					Containers: []corev1.Container{{
 						Name:            importerContainer,
 						Image:           cfg.Image,
@@ -157,11 +151,7 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 						// before that leaves the log tail for the message.
 						TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
+						SecurityContext:          importerContainerSecurity(),
 					}},
 					Volumes: volumes,
 				},
@@ -170,6 +160,29 @@ func desiredJob(t *tasksv1.ImageImportTask, cfg ImporterConfig) *batchv1.Job {
 	}
 	applyImporterPod(&job.Spec.Template.Spec, t, cfg)
 	return job
+}
+
+// importerPodSecurity is restricted Pod Security for the operator's own
+// pods (importer and cleanup): non-root as the importer image's user,
+// RuntimeDefault seccomp.
+func importerPodSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(true),
+		RunAsUser:      ptr.To[int64](importerUID),
+		RunAsGroup:     ptr.To[int64](importerUID),
+		FSGroup:        ptr.To[int64](importerUID),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+// importerContainerSecurity is the restricted container side: no
+// privilege escalation, no capabilities, a read-only root filesystem.
+func importerContainerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
 }
 
 // importerAccess is the service account an import runs as, with a Role that
