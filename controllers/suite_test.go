@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -36,10 +35,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/yaml"
 
 	"github.com/go-logr/logr"
+
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
+	"github.com/imageimport/image-import-operator/test/policies"
 )
 
 // The suite runs a real kube-apiserver and etcd (envtest) and the manager
@@ -93,11 +93,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	for _, policy := range []string{"protected_images.yaml", "public_images.yaml"} {
-		if err := applyManifests(filepath.Join("..", "config", "policy", policy)); err != nil {
-			fmt.Fprintln(os.Stderr, "installing the admission policy:", err)
-			os.Exit(1)
-		}
+	if err := policies.Install(context.Background(), k8sClient, filepath.Join("..", "config", "policy")); err != nil {
+		fmt.Fprintln(os.Stderr, "installing the admission policies:", err)
+		os.Exit(1)
 	}
 	testMetrics = NewMetrics(metrics.Registry, k8sClient)
 	metricsAddr = freeLoopbackAddr()
@@ -256,25 +254,6 @@ func testImporterConfig() ImporterConfig {
 		Limits:         ImportLimits{MaxImageSize: 64 << 30, MaxVirtualSize: 1 << 40, MinTransferRate: 1024, Sandbox: "required"},
 		Args:           []string{"--allowed-hosts=images.test"},
 	}
-}
-
-// applyManifests creates the objects of a multi-document YAML file, as
-// kubectl apply would on a fresh cluster.
-func applyManifests(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	for _, doc := range strings.Split(string(data), "\n---\n") {
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if err := k8sClient.Create(context.Background(), obj); err != nil {
-			return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
-		}
-	}
-	return nil
 }
 
 func freeLoopbackAddr() string {

@@ -14,7 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -24,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/yaml"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
+	"github.com/imageimport/image-import-operator/test/policies"
 )
 
 // The shim runs in process against a real kube-apiserver and etcd
@@ -60,8 +59,8 @@ func TestMain(m *testing.M) {
 	if k8sClient, err = client.New(testCfg, client.Options{Scheme: testScheme}); err != nil {
 		panic(err)
 	}
-	if err := applyManifests(filepath.Join("..", "..", "config", "policy", "public_images.yaml")); err != nil {
-		fmt.Fprintln(os.Stderr, "installing the admission policy:", err)
+	if err := policies.Install(context.Background(), k8sClient, filepath.Join("..", "..", "config", "policy")); err != nil {
+		fmt.Fprintln(os.Stderr, "installing the admission policies:", err)
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -155,21 +154,3 @@ func unescape(s string) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-
-// applyManifests creates the objects of a YAML file, as kubectl create -f.
-func applyManifests(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	for _, doc := range strings.Split(string(data), "\n---\n") {
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if err := k8sClient.Create(context.Background(), obj); err != nil {
-			return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
-		}
-	}
-	return nil
-}

@@ -41,6 +41,7 @@ import (
 	"github.com/imageimport/image-import-operator/internal/glance"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
 	"github.com/imageimport/image-import-operator/test/localrunner"
+	"github.com/imageimport/image-import-operator/test/policies"
 )
 
 const importerImage = "localhost/imageimport/importer:integration"
@@ -96,6 +97,10 @@ func run(m *testing.M) int {
 	defer env.Stop()
 	if k8sClient, err = client.New(testCfg, client.Options{Scheme: scheme}); err != nil {
 		panic(err)
+	}
+	if err := policies.Install(context.Background(), k8sClient, filepath.Join("..", "..", "config", "policy")); err != nil {
+		fmt.Fprintln(os.Stderr, "installing the admission policies:", err)
+		return 1
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
