@@ -207,6 +207,7 @@ func finish(t *tasksv1.ImageImportTask, o observation, now time.Time, ttl time.D
 		Checksum:        r.Checksum,
 		OSHashAlgo:      r.OSHashAlgo,
 		OSHashValue:     r.OSHashValue,
+		SHA256:          r.SHA256,
 		SourceFormat:    r.SourceFormat,
 		DiskFormat:      r.DiskFormat,
 		ContainerFormat: storedContainerFormat(t, r),
