@@ -118,13 +118,14 @@ const (
 	// AnnotationSource, on an image's volume claim, is the URL it was
 	// imported from; AnnotationSourceFormat and AnnotationDiskFormat its
 	// formats; AnnotationChecksum (md5), AnnotationOSHash
-	// (sha512:<hex>), AnnotationVirtualSize and AnnotationSize are set once
-	// the import succeeded.
+	// (sha512:<hex>), AnnotationSHA256 (<hex>), AnnotationVirtualSize and
+	// AnnotationSize are set once the import succeeded.
 	AnnotationSource       = "tasks.imageimport.io/source"
 	AnnotationSourceFormat = "tasks.imageimport.io/source-format"
 	AnnotationDiskFormat   = "tasks.imageimport.io/disk-format"
 	AnnotationChecksum     = "tasks.imageimport.io/checksum"
 	AnnotationOSHash       = "tasks.imageimport.io/os-hash"
+	AnnotationSHA256       = "tasks.imageimport.io/sha256"
 	AnnotationVirtualSize  = "tasks.imageimport.io/virtual-size"
 	AnnotationSize         = "tasks.imageimport.io/size"
 	// FinalizerImageData holds an Image whose data may be in the store

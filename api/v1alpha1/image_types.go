@@ -68,7 +68,14 @@ type ImageSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	MinRAM int32 `json:"minRam,omitempty"`
 
-	// properties are free-form extra properties of the image.
+	// properties are free-form extra properties of the image. An import
+	// from an OVA adds what its OVF descriptor says, when it says it, as
+	// Glance's OVF processing adds what it reads: ovf_name (the virtual
+	// system's name), ovf_product, ovf_vendor and ovf_version (its
+	// ProductSection). It adds them once, when the image becomes active,
+	// never replaces a property the image has, and leaves out what the
+	// limits below leave no room for (an Event says which); they are the
+	// owner's properties from then on, to change or remove.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=128
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 255 && size(self[k]) <= 65535)",message="properties keys must be at most 255 and values at most 65535 characters"
@@ -101,6 +108,10 @@ type ImageStatus struct {
 	// osHashValue is the multihash of the stored data.
 	// +optional
 	OSHashValue string `json:"osHashValue,omitempty"`
+
+	// sha256 is the hex SHA-256 of the stored data, as sha256sum prints it.
+	// +optional
+	SHA256 string `json:"sha256,omitempty"`
 
 	// location of the data, as a URL users can read (pvc://namespace/claim/path).
 	// +optional

@@ -156,6 +156,10 @@ type ImageProperties struct {
 	// disk the descriptor references; the importer streams that disk out of
 	// the tar, writes nothing else, and refuses OVAs with several disks or
 	// none, and entries that are links, devices or paths outside the archive.
+	// What the OVF descriptor says of the appliance (its name, product,
+	// vendor and version) becomes image properties ovf_name, ovf_product,
+	// ovf_vendor and ovf_version once the image is active (see the Image's
+	// spec.properties).
 	// +required
 	ContainerFormat ContainerFormat `json:"containerFormat"`
 
@@ -395,6 +399,10 @@ type ImageInfo struct {
 	// osHashValue is the multihash of the stored image.
 	// +optional
 	OSHashValue string `json:"osHashValue,omitempty"`
+	// sha256 is the hex SHA-256 of the stored image (the bytes md5 and
+	// osHashValue describe), as sha256sum prints it.
+	// +optional
+	SHA256 string `json:"sha256,omitempty"`
 	// sourceFormat is the format detected in the source bytes.
 	// +optional
 	SourceFormat string `json:"sourceFormat,omitempty"`
