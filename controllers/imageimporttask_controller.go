@@ -143,9 +143,9 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	return res, err
 }
 
-// observeImport gathers what the task's import did: its Job, and once the
-// Job has finished, the result the last importer pod left. Before the Job
-// exists, it links the task to its Image.
+// observeImport gathers what the task's import did: its Job, and the
+// result its importer pod left once that pod succeeded or the Job finished.
+// Before the Job exists, it links the task to its Image.
 func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tasksv1.ImageImportTask) (observation, error) {
 	if rf := task.Spec.RecordedFailure; rf != nil {
 		// A record of an import that failed before it could run (the
@@ -199,7 +199,18 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 		obs.waiting = startProblemOf(task)
 		return obs, nil
 	}
-	obs.waiting, obs.recheck, err = r.whyNotRunning(ctx, job)
+	pods, err := r.jobPods(ctx, r.importerCache, job)
+	if err != nil {
+		return observation{}, err
+	}
+	if res := succeededResult(pods); res != nil {
+		// The importer stored the image and said so: the task is done. The
+		// Job controller counts the pod a second or more later (it batches
+		// pod updates); nothing it decides then can change the outcome.
+		obs.result = res
+		return obs, nil
+	}
+	obs.waiting, obs.recheck, err = r.whyNotRunning(ctx, job, pods)
 	return obs, err
 }
 
@@ -252,11 +263,7 @@ func (r *ImageImportTaskReconciler) createJob(ctx context.Context, task *tasksv1
 // whyNotRunning looks for what keeps a running Job's importer from
 // starting (startProblem). recheck is set while its pod is stuck creating
 // its container, whose cause only the kubelet's events tell.
-func (r *ImageImportTaskReconciler) whyNotRunning(ctx context.Context, job *batchv1.Job) (*problem, time.Duration, error) {
-	pods, err := r.jobPods(ctx, r.importerCache, job)
-	if err != nil {
-		return nil, 0, err
-	}
+func (r *ImageImportTaskReconciler) whyNotRunning(ctx context.Context, job *batchv1.Job, pods []corev1.Pod) (*problem, time.Duration, error) {
 	var events corev1.EventList
 	if err := r.importerCache.List(ctx, &events, client.InNamespace(job.Namespace)); err != nil {
 		return nil, 0, fmt.Errorf("listing events of Job %s: %w", job.Name, err)
@@ -330,6 +337,20 @@ func lastResult(pods []corev1.Pod) (*importresult.Result, string) {
 		msg += ": " + last.Message
 	}
 	return nil, truncate(msg, 1024)
+}
+
+// succeededResult is the import result of a Job's importer pod that
+// succeeded: it exited 0 and reported a stored image. Nil otherwise.
+func succeededResult(pods []corev1.Pod) *importresult.Result {
+	for i := range pods {
+		if pods[i].Status.Phase != corev1.PodSucceeded {
+			continue
+		}
+		if res, _ := lastResult(pods[i : i+1]); res != nil && !res.Failed() {
+			return res
+		}
+	}
+	return nil
 }
 
 // record emits an Event per transition, and a Warning when the importer

@@ -99,6 +99,32 @@ func TestSuccessPath(t *testing.T) {
 		ContainElements("JobCreated", tasksv1.ReasonImporting, tasksv1.ReasonSucceeded))
 }
 
+// The task succeeds once its importer pod has, without waiting for the Job
+// controller to count the pod: that took a second or more per task.
+func TestSucceededPodEndsTheTaskBeforeTheJob(t *testing.T) {
+	g := NewWithT(t)
+	task := createTask(t, sampleTask(newNamespace(t), "early"))
+	job := waitForJob(t, task)
+	startJob(t, job)
+	res := importresult.Result{
+		ImageID: imageID(task), Size: 4096, VirtualSize: 4096, SourceFormat: "raw", DiskFormat: "raw",
+		Checksum: strings.Repeat("1", 32), OSHashAlgo: "sha512", OSHashValue: strings.Repeat("2", 128),
+	}
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, res), time.Now())
+
+	got := waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(got.Status.Image.Checksum).To(Equal(res.Checksum))
+	g.Expect(got.Status.CompletionTime).NotTo(BeNil())
+	g.Expect(got.Status.Attempts).To(Equal(int32(1)))
+
+	completeJob(t, job) // the Job controller catches up: nothing changes
+	g.Consistently(func() tasksv1.ImageImportTaskStatus {
+		now := &tasksv1.ImageImportTask{}
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), now)).To(Succeed())
+		return now.Status
+	}, "2s").Should(Equal(got.Status))
+}
+
 func TestFailures(t *testing.T) {
 	cases := []struct {
 		name       string

@@ -67,6 +67,9 @@ func outcomeOf(t *tasksv1.ImageImportTask, o observation) outcome {
 	job := o.job
 	done := finishedCondition(job)
 	switch {
+	case o.result != nil && !o.result.Failed() && (done == nil || done.Type == batchv1.JobComplete):
+		// An importer pod succeeded: the Job is complete or about to be.
+		return outcome{tasksv1.TaskSuccess, tasksv1.ReasonSucceeded, ""}
 	case done == nil && o.waiting != nil:
 		status := tasksv1.TaskPending
 		if hasRun(job) {
@@ -77,8 +80,6 @@ func outcomeOf(t *tasksv1.ImageImportTask, o observation) outcome {
 		return outcome{tasksv1.TaskProcessing, tasksv1.ReasonImporting, ""}
 	case done == nil:
 		return outcome{tasksv1.TaskPending, tasksv1.ReasonJobCreated, ""}
-	case done.Type == batchv1.JobComplete && o.result != nil && !o.result.Failed():
-		return outcome{tasksv1.TaskSuccess, tasksv1.ReasonSucceeded, ""}
 	case done.Type == batchv1.JobComplete:
 		return outcome{tasksv1.TaskFailure, tasksv1.ReasonImportFailed, "The importer exited without reporting an imported image."}
 	}
