@@ -192,6 +192,9 @@ func volumeDataAnnotations(info *tasksv1.ImageInfo) map[string]string {
 	if info.OSHashValue != "" {
 		a[tasksv1.AnnotationOSHash] = info.OSHashAlgo + ":" + info.OSHashValue
 	}
+	if info.SHA256 != "" {
+		a[tasksv1.AnnotationSHA256] = info.SHA256
+	}
 	if info.VirtualSize > 0 {
 		a[tasksv1.AnnotationVirtualSize] = strconv.FormatInt(info.VirtualSize, 10)
 	}

@@ -125,11 +125,12 @@ func TestVolumeClaimFromSpec(t *testing.T) {
 }
 
 // TestVolumeImageLifecycle: a successful import into a volume records its
-// checksums on the claim and its location on the Image, and deletes its
-// finished importer pod (which would keep the claim); deleting the Image
-// runs no store cleanup Job and leaves the claim to the garbage collector
+// checksums (sha256 too) on the claim, the task and the Image, and its
+// location on the Image, and deletes its finished importer pod (which
+// would keep the claim); deleting the Image runs no store cleanup Job and leaves the claim to the garbage collector
 // (envtest has none: its owner reference is what it would follow).
 func TestVolumeImageLifecycle(t *testing.T) {
+	const sha256Hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespaceWithoutClaim(t)
@@ -138,10 +139,11 @@ func TestVolumeImageLifecycle(t *testing.T) {
 	id := taskImageID(task)
 	startJob(t, job)
 	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: id, Size: 1 << 20, VirtualSize: 1 << 30,
-		Checksum: "0123456789abcdef0123456789abcdef", OSHashAlgo: "sha512", OSHashValue: "ab12", DiskFormat: "raw"}), time.Now())
+		Checksum: "0123456789abcdef0123456789abcdef", OSHashAlgo: "sha512", OSHashValue: "ab12", SHA256: sha256Hex, DiskFormat: "raw"}), time.Now())
 	completeJob(t, job)
 	got := waitForStatus(t, task, tasksv1.TaskSuccess)
 	g.Expect(got.Status.Image.Location).To(Equal("pvc://" + ns + "/" + id + "/disk.img"))
+	g.Expect(got.Status.Image.SHA256).To(Equal(sha256Hex))
 	// Its finished importer pod goes: a pod in any phase keeps its claims from being deleted
 	// (kubernetes.io/pvc-protection), and the volume must go with its Image.
 	g.Eventually(func() bool {
@@ -150,9 +152,11 @@ func TestVolumeImageLifecycle(t *testing.T) {
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed(), "the Job stays")
 	img := waitForImage(t, ns, id, tasksv1.ImageActive)
 	g.Expect(img.Status.Location).To(Equal("pvc://" + ns + "/" + id + "/disk.img"))
+	g.Expect(img.Status.SHA256).To(Equal(sha256Hex))
 	g.Eventually(func() map[string]string { return waitForClaim(t, ns, id).Annotations }, wait).Should(And(
 		HaveKeyWithValue(tasksv1.AnnotationChecksum, "0123456789abcdef0123456789abcdef"),
 		HaveKeyWithValue(tasksv1.AnnotationOSHash, "sha512:ab12"),
+		HaveKeyWithValue(tasksv1.AnnotationSHA256, sha256Hex),
 		HaveKeyWithValue(tasksv1.AnnotationVirtualSize, "1073741824"),
 		HaveKeyWithValue(tasksv1.AnnotationSize, "1048576")))
 

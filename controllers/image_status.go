@@ -102,7 +102,7 @@ func recordData(img *tasksv1.Image, info *tasksv1.ImageInfo) {
 	if info.VirtualSize > 0 {
 		st.VirtualSize = ptr.To(info.VirtualSize)
 	}
-	st.Checksum, st.OSHashAlgo, st.OSHashValue = info.Checksum, info.OSHashAlgo, info.OSHashValue
+	st.Checksum, st.OSHashAlgo, st.OSHashValue, st.SHA256 = info.Checksum, info.OSHashAlgo, info.OSHashValue, info.SHA256
 	st.Location = info.Location
 	st.DiskFormat = tasksv1.DiskFormat(info.DiskFormat)
 	st.ContainerFormat = tasksv1.ContainerFormat(info.ContainerFormat)
