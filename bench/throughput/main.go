@@ -13,6 +13,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -23,6 +24,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +76,9 @@ func run(shim, glanceURL, image, nodeAddr string, n, clients int, kubeconfig, na
 	if err != nil {
 		return err
 	}
+	before := sampleCPU()
 	shimRun := runTasks(shim, forCluster, n, clients)
+	shimCPU := sampleCPU()
 	fmt.Printf("shim:   %d tasks, %d clients: all terminal in %.1f s, %d success, POST p50 %.0f ms\n",
 		n, clients, shimRun.total.Seconds(), shimRun.success, ms(percentile(shimRun.posts, 50)))
 	if glanceURL != "" {
@@ -82,15 +86,61 @@ func run(shim, glanceURL, image, nodeAddr string, n, clients int, kubeconfig, na
 		if err != nil {
 			return err
 		}
+		glanceBefore := sampleCPU()
 		g := runTasks(glanceURL, forGlance, n, clients)
+		glanceAfter := sampleCPU()
+		defer cpuReport("Glance", glanceBefore, glanceAfter, g.total.Seconds(), n, func(string) string { return "" }) // after the shim's
 		fmt.Printf("glance: %d tasks, %d clients: all terminal in %.1f s, %d success, POST p50 %.0f ms\n",
 			n, clients, g.total.Seconds(), g.success, ms(percentile(g.posts, 50)))
 		fmt.Printf("ratio shim/glance: %.2f\n", shimRun.total.Seconds()/g.total.Seconds())
 	}
-	if kubeconfig != "" {
-		return breakdown(kubeconfig, namespace, shimRun)
+	if kubeconfig == "" {
+		cpuReport("shim", before, shimCPU, shimRun.total.Seconds(), n, func(string) string { return "" })
+		return nil
 	}
-	return nil
+	c, err := newClient(kubeconfig)
+	if err != nil {
+		return err
+	}
+	group, err := podGroups(c)
+	if err != nil {
+		return err
+	}
+	cpuReport("shim", before, shimCPU, shimRun.total.Seconds(), n, group)
+	return breakdown(c, namespace, shimRun)
+}
+
+// podGroups names each pod of the cluster by what it runs: the importers
+// together, the others by their workload's name.
+func podGroups(c client.Client) (func(uid string) string, error) {
+	var pods corev1.PodList
+	if err := c.List(context.Background(), &pods); err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	for _, p := range pods.Items {
+		name := strings.TrimSuffix(p.GenerateName, "-")
+		if i := strings.LastIndexByte(name, '-'); i > 0 && p.Labels["pod-template-hash"] != "" {
+			name = name[:i] // a ReplicaSet's pod
+		}
+		if _, ok := p.Labels[tasksv1.LabelTaskUID]; ok {
+			name = "importers"
+		}
+		names[string(p.UID)] = p.Namespace + "/" + cmp.Or(name, p.Name)
+	}
+	return func(uid string) string { return names[uid] }, nil
+}
+
+func newClient(kubeconfig string) (client.Client, error) {
+	ctrllog.SetLogger(logr.Discard())
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(tasksv1.AddToScheme(scheme))
+	return client.New(cfg, client.Options{Scheme: scheme})
 }
 
 // result is one side's run.
@@ -186,19 +236,7 @@ var phases = []string{"POST sent", "task created", "Job created", "pod created",
 
 // breakdown prints, for each phase, the mean and p90 time from the one
 // before, over the tasks of the run.
-func breakdown(kubeconfig, namespace string, r result) error {
-	ctrllog.SetLogger(logr.Discard())
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return err
-	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(tasksv1.AddToScheme(scheme))
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
+func breakdown(c client.Client, namespace string, r result) error {
 	ctx := context.Background()
 	var tasks tasksv1.ImageImportTaskList
 	var jobs batchv1.JobList
