@@ -89,8 +89,9 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ct
 	return res, r.repairFinalizer(ctx, w)
 }
 
-// settle ends the image's import once its task has ended (settleImport),
-// or once the task is gone (cancelImport). An image being deleted whose
+// settle ends the image's import once its task has ended (settleImport,
+// after the properties a successful import adds), or once the task is
+// gone (cancelImport). An image being deleted whose
 // task is gone is left to reconcileDelete, which waits for the importer
 // and removes what it wrote.
 func (r *ImageReconciler) settle(ctx context.Context, w *imageWrite, now time.Time) (ctrl.Result, error) {
@@ -107,6 +108,11 @@ func (r *ImageReconciler) settle(ctx context.Context, w *imageWrite, now time.Ti
 		return r.cancelImport(ctx, w, now)
 	case task == nil:
 		return ctrl.Result{}, nil
+	}
+	if activates(img, task) {
+		if err := r.addImportedProperties(ctx, w, task); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	w.note(settleImport(img, task, now))
 	return ctrl.Result{}, nil
