@@ -129,8 +129,9 @@ func activates(img *tasksv1.Image, task *tasksv1.ImageImportTask) bool {
 // crash between the two writes loses nothing, and the next reconcile finds
 // them there and adds nothing. Once the image is active this no longer
 // runs: a property its owner changes or removes stays so. A write the API
-// server refuses as invalid leaves the properties out, with a Warning,
-// rather than keep the image from becoming active.
+// server refuses (invalid, or forbidden by an admission policy) leaves the
+// properties out, with a Warning, rather than keep the image from becoming
+// active; a conflict is retried with the image read again.
 func (r *ImageReconciler) addImportedProperties(ctx context.Context, w *imageWrite, task *tasksv1.ImageImportTask) error {
 	props := ovfProperties(task.Status.Image.Unpacked)
 	if len(props) == 0 {
