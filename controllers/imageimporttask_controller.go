@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -180,6 +181,13 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 			"Job %s already exists and does not belong to this task.", job.Name)), nil
 	}
 	obs := observation{job: job, storeLocation: imageLocation(task, r.Importer)}
+	if res := pushedResult(task); res != nil {
+		// The importer stored the image and said so in the status, before
+		// it exited: the task is done, seconds before the kubelet reports
+		// the pod's end.
+		obs.result = res
+		return obs, nil
+	}
 	done := finishedCondition(job)
 	if done != nil {
 		pods, err := r.jobPods(ctx, r.APIReader, job) // the final word, not a cache that may lag
@@ -339,6 +347,28 @@ func lastResult(pods []corev1.Pod) (*importresult.Result, string) {
 	return nil, truncate(msg, 1024)
 }
 
+// pushedResult is the successful import result the importer pushed into
+// the task's status, if any. A failure is left to the Job: it may retry.
+func pushedResult(task *tasksv1.ImageImportTask) *importresult.Result {
+	if task.Status.ImporterResult == "" {
+		return nil
+	}
+	res, err := importresult.Parse(task.Status.ImporterResult)
+	if err != nil || res.Failed() || res.ImageID != taskImageID(task) {
+		return nil
+	}
+	return res
+}
+
+// importerPushedResult lets through the status update that carries the
+// importer's result; the reconciler ignores its other status writes.
+func importerPushedResult() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		was, is := e.ObjectOld.(*tasksv1.ImageImportTask), e.ObjectNew.(*tasksv1.ImageImportTask)
+		return is.Status.ImporterResult != "" && is.Status.ImporterResult != was.Status.ImporterResult
+	}}
+}
+
 // succeededResult is the import result of a Job's importer pod that
 // succeeded: it exited 0 and reported a stored image. Nil otherwise.
 func succeededResult(pods []corev1.Pod) *importresult.Result {
@@ -476,7 +506,9 @@ func (r *ImageImportTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own status writes do not bump the generation: no self-triggering.
-		For(&tasksv1.ImageImportTask{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// The importer's push of its result does trigger.
+		For(&tasksv1.ImageImportTask{}, builder.WithPredicates(
+			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, importerPushedResult()))).
 		Owns(&batchv1.Job{}).
 		WatchesRawSource(source.Kind(r.importerCache, client.Object(&corev1.Pod{}),
 			handler.EnqueueRequestsFromMapFunc(r.taskOfPod))).

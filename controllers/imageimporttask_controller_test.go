@@ -125,6 +125,62 @@ func TestSucceededPodEndsTheTaskBeforeTheJob(t *testing.T) {
 	}, "2s").Should(Equal(got.Status))
 }
 
+// The importer pushes its result into the status before it exits: the task
+// ends from it, without waiting for the kubelet to report the pod's end. A
+// pushed failure is left to the Job, which may retry.
+func TestImporterPushedResultEndsTheTask(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	task := createTask(t, sampleTask(newNamespace(t), "pushed"))
+	job := waitForJob(t, task)
+	startJob(t, job)
+	waitForStatus(t, task, tasksv1.TaskProcessing)
+	status := importerStatus(t, task, job)
+	push := func(r importresult.Result) {
+		g.Eventually(func() error {
+			return status.ReportResult(ctx, []byte(resultJSON(t, r)), progress.Progress{Phase: "Storing", BytesDone: 10, BytesTotal: 20})
+		}, wait).Should(Succeed()) // RBAC caches settle
+	}
+
+	push(importresult.Result{Reason: "SourceUnreachable", Error: "connection refused"})
+	push(importresult.Result{ImageID: "not-this-task", Size: 1})
+	g.Consistently(func() tasksv1.TaskStatus {
+		got := &tasksv1.ImageImportTask{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got)).To(Succeed())
+		return got.Status.Status
+	}, "2s").Should(Equal(tasksv1.TaskProcessing))
+
+	res := importresult.Result{
+		ImageID: imageID(task), Size: 4096, VirtualSize: 8192, SourceFormat: "qcow2", DiskFormat: "raw",
+		Checksum: strings.Repeat("1", 32), OSHashAlgo: "sha512", OSHashValue: strings.Repeat("2", 128), SHA256: strings.Repeat("3", 64),
+	}
+	push(res)
+	got := waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(got.Status.Image.Checksum).To(Equal(res.Checksum))
+	g.Expect(got.Status.Image.SHA256).To(Equal(res.SHA256))
+	g.Expect(got.Status.ImporterResult).To(BeEmpty(), "read into status.image")
+	g.Expect(got.Status.Progress).To(Equal(&tasksv1.Progress{
+		Phase: "Done", Percent: ptr.To[int32](100), BytesDone: 4096, BytesTotal: 4096,
+	}))
+	g.Expect(jobsOf(t, task)[0].Status.Conditions).To(BeEmpty(), "the Job has not finished")
+}
+
+// importerStatus is how the importer of a task's Job pushes into the task's
+// status: with the service account the reconciler made for it.
+func importerStatus(t *testing.T, task *tasksv1.ImageImportTask, job *batchv1.Job) *progress.TaskStatus {
+	t.Helper()
+	g := NewWithT(t)
+	clientset := kubernetes.NewForConfigOrDie(testCfg)
+	var tr *authnv1.TokenRequest
+	g.Eventually(func() (err error) {
+		tr, err = clientset.CoreV1().ServiceAccounts(task.Namespace).CreateToken(context.Background(), job.Name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+		return err
+	}, wait).Should(Succeed())
+	status, err := progress.New(testCfg.Host, testCfg.CAData, tr.Status.Token, task.Namespace, task.Name)
+	g.Expect(err).NotTo(HaveOccurred())
+	return status
+}
+
 func TestFailures(t *testing.T) {
 	cases := []struct {
 		name       string

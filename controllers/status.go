@@ -193,6 +193,7 @@ func finish(t *tasksv1.ImageImportTask, o observation, now time.Time, ttl time.D
 		completed = *o.job.Status.CompletionTime
 	}
 	st.CompletionTime = &completed
+	st.ImporterResult = "" // read into image below, or of no use
 	st.ExpiresAt = &metav1.Time{Time: completed.Add(ttl)}
 	if st.Status != tasksv1.TaskSuccess {
 		return

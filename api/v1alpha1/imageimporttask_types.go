@@ -347,6 +347,14 @@ type ImageImportTaskStatus struct {
 	// +optional
 	Progress *Progress `json:"progress,omitempty"`
 
+	// importerResult is the importer's report of the image it stored (the
+	// JSON its termination message also holds), which it pushes before it
+	// exits so that the task ends without waiting for the kubelet to report
+	// the pod's end. The reconciler reads it into image and clears it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	ImporterResult string `json:"importerResult,omitempty"`
+
 	// conditions: Ready summarises the task (True on success, False on
 	// failure, Unknown while it runs); Reconciling is True while the import
 	// runs; Stalled is True once it has failed.

@@ -19,7 +19,6 @@ import (
 
 	"github.com/imageimport/image-import-operator/internal/importer"
 	"github.com/imageimport/image-import-operator/internal/importresult"
-	"github.com/imageimport/image-import-operator/internal/progress"
 	"github.com/imageimport/image-import-operator/internal/sandbox"
 	"github.com/imageimport/image-import-operator/internal/urlpolicy"
 )
@@ -89,8 +88,11 @@ func run(args []string) int {
 		}
 	}
 	cfg.Progress = &importer.JSONLines{W: os.Stderr}
+	var task *taskStatus
 	if progressTask != "" {
-		cfg.Progress = toTaskStatus(progressTask, cfg.Progress)
+		if task = toTaskStatus(progressTask, cfg.Progress); task != nil {
+			cfg.Progress = task
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -114,6 +116,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "writing the result:", err)
 		return importresult.ExitTransient
 	}
+	task.finish(res)
 	return importresult.ExitSuccess
 }
 
@@ -177,38 +180,3 @@ func reportPeakRSS() {
 		fmt.Fprintf(os.Stderr, "{\"peak_rss_bytes\":%d}\n", ru.Maxrss*1024)
 	}
 }
-
-// toTaskStatus adds the task's status to where progress goes. The status is
-// patched in the background, the latest progress only, so that a slow API
-// server never slows the import.
-func toTaskStatus(task string, also importer.Reporter) importer.Reporter {
-	ns, name, _ := strings.Cut(task, "/")
-	status, err := progress.InCluster(ns, name)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "progress stays on stderr:", err)
-		return also
-	}
-	latest := make(chan importer.Progress, 1)
-	go func() {
-		for p := range latest {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := status.Report(ctx, progress.Progress{Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal})
-			cancel()
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "reporting progress:", err)
-			}
-		}
-	}()
-	return reporterFunc(func(p importer.Progress) {
-		also.Report(p)
-		select {
-		case <-latest: // drop what was not sent yet: only the newest matters
-		default:
-		}
-		latest <- p
-	})
-}
-
-type reporterFunc func(importer.Progress)
-
-func (f reporterFunc) Report(p importer.Progress) { f(p) }

@@ -76,11 +76,28 @@ func New(server string, caPEM []byte, token, namespace, name string) (*TaskStatu
 // Report patches the progress. Failures are returned for logging only: an
 // import never fails because its progress could not be shown.
 func (t *TaskStatus) Report(ctx context.Context, p Progress) error {
+	return t.patch(ctx, map[string]any{"progress": withPercent(p)})
+}
+
+// ReportResult patches the importer's result (the JSON of its termination
+// message) with the last progress: the reconciler ends the task from it at
+// once, instead of when the kubelet reports the pod's end. When it fails,
+// the termination message still tells, later.
+func (t *TaskStatus) ReportResult(ctx context.Context, result []byte, p Progress) error {
+	return t.patch(ctx, map[string]any{"progress": withPercent(p), "importerResult": string(result)})
+}
+
+func withPercent(p Progress) Progress {
 	if p.BytesTotal > 0 {
 		pct := int32(min(100, p.BytesDone*100/p.BytesTotal))
 		p.Percent = &pct
 	}
-	body, _ := json.Marshal(map[string]any{"status": map[string]any{"progress": p}})
+	return p
+}
+
+// patch merges status into the task's status.
+func (t *TaskStatus) patch(ctx context.Context, status map[string]any) error {
+	body, _ := json.Marshal(map[string]any{"status": status})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, t.url, bytes.NewReader(body))
 	if err != nil {
 		return err

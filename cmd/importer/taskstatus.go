@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/imageimport/image-import-operator/internal/importer"
+	"github.com/imageimport/image-import-operator/internal/importresult"
+	"github.com/imageimport/image-import-operator/internal/progress"
+)
+
+// taskStatus pushes the import's progress into its task's status, and at
+// the end its result. Progress is patched in the background, the latest
+// only, so that a slow API server never slows the import.
+type taskStatus struct {
+	status *progress.TaskStatus
+	also   importer.Reporter
+	latest chan importer.Progress
+	sent   chan struct{} // closed when the background pushes have ended
+
+	mu       sync.Mutex // Report may be called from several goroutines
+	last     importer.Progress
+	finished bool
+}
+
+// toTaskStatus adds the status of the task NAMESPACE/NAME to where progress
+// goes; nil when the pod has no service account to push with.
+func toTaskStatus(task string, also importer.Reporter) *taskStatus {
+	ns, name, _ := strings.Cut(task, "/")
+	status, err := progress.InCluster(ns, name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "progress stays on stderr:", err)
+		return nil
+	}
+	t := &taskStatus{status: status, also: also, latest: make(chan importer.Progress, 1), sent: make(chan struct{})}
+	go func() {
+		defer close(t.sent)
+		for p := range t.latest {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := status.Report(ctx, progressOf(p))
+			cancel()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "reporting progress:", err)
+			}
+		}
+	}()
+	return t
+}
+
+func (t *taskStatus) Report(p importer.Progress) {
+	t.also.Report(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.finished {
+		return
+	}
+	t.last = p
+	select {
+	case <-t.latest: // drop what was not sent yet: only the newest matters
+	default:
+	}
+	t.latest <- p
+}
+
+// finish pushes the result of a stored image, after the last progress
+// (which must not land after it and undo the reconciler's final word).
+// Should the push fail, the termination message tells the same, later.
+func (t *taskStatus) finish(res importresult.Result) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.finished = true
+	close(t.latest)
+	last := t.last
+	t.mu.Unlock()
+	<-t.sent
+	b, err := importresult.Marshal(res)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = t.status.ReportResult(ctx, b, progressOf(last))
+		cancel()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reporting the result:", err)
+	}
+}
+
+func progressOf(p importer.Progress) progress.Progress {
+	return progress.Progress{Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal}
+}
