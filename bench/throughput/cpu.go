@@ -101,10 +101,11 @@ func podCgroups() map[string]float64 {
 	return out
 }
 
-// cpuReport prints what a run of tasks cost, per task and per component.
+// cpuReport prints what a run of tasks cost, per task and per component,
+// and returns the components' CPU-seconds.
 // podGroup names the group of a pod UID ("" for a pod unknown to it);
 // processes whose pid belongs to a pod are already counted there.
-func cpuReport(label string, before, after cpuUse, wall float64, tasks int, podGroup func(uid string) string) {
+func cpuReport(label string, before, after cpuUse, wall float64, tasks int, podGroup func(uid string) string) map[string]float64 {
 	busy := after.busy - before.busy
 	fmt.Printf("\nCPU during the %s run: %.1f CPU-s of %.1f available (%d cores x %.1f s), %.2f CPU-s per task\n",
 		label, busy, wall*float64(cores()), cores(), wall, busy/float64(tasks))
@@ -142,6 +143,44 @@ func cpuReport(label string, before, after cpuUse, wall float64, tasks int, podG
 		}
 		fmt.Printf("  %-66s %7.1f CPU-s  %5.1f%%  %.3f per task\n", r.name, r.cpu, 100*r.cpu/busy, r.cpu/float64(tasks))
 	}
+	return groups
+}
+
+// scaling models the shim's run on more nodes from where its CPU went: the
+// control plane's share stays on its machine, the nodes' share (kubelet,
+// containerd, runc, CNI, the importers) spreads over N nodes. With this
+// machine's cores for the control plane and for each node, the run can end
+// no sooner than the busier side allows. The model's one-node figure, with
+// both sides sharing one machine, is checked against the measured wall.
+func scaling(groups map[string]float64, tasks int, wall, glance float64) {
+	var plane, node float64
+	for name, cpu := range groups {
+		switch {
+		case name == "throughput" || name == "go":
+			// the benchmark's own client
+		case controlPlane(name):
+			plane += cpu
+		default:
+			node += cpu
+		}
+	}
+	n, c := float64(tasks), float64(cores())
+	fmt.Printf("\nscaling model: per task %.3f CPU-s on the control plane (API server, etcd, controllers, operator, shim) and %.3f on the node (kubelet, containerd, runc, CNI, importer pods, kernel)\n",
+		plane/n, node/n)
+	fmt.Printf("  1 node sharing this machine with the control plane: >= %.1f s (measured %.1f s)\n", n*(plane+node)/c, wall)
+	for nodes := 1; nodes <= 4; nodes++ {
+		fmt.Printf("  control plane on its own %d cores, %d node(s) of %d cores: >= %.1f s (Glance measured %.1f s)\n",
+			cores(), nodes, cores(), n*max(plane/c, node/(c*float64(nodes))), glance)
+	}
+}
+
+func controlPlane(name string) bool {
+	for _, p := range []string{"kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "pod: image-import-system/"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func sumValues(m map[string]float64) float64 {

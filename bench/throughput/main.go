@@ -81,6 +81,7 @@ func run(shim, glanceURL, image, nodeAddr string, n, clients int, kubeconfig, na
 	shimCPU := sampleCPU()
 	fmt.Printf("shim:   %d tasks, %d clients: all terminal in %.1f s, %d success, POST p50 %.0f ms\n",
 		n, clients, shimRun.total.Seconds(), shimRun.success, ms(percentile(shimRun.posts, 50)))
+	glanceTime := 0.0
 	if glanceURL != "" {
 		forGlance, err := serve("127.0.0.1:0")
 		if err != nil {
@@ -93,6 +94,7 @@ func run(shim, glanceURL, image, nodeAddr string, n, clients int, kubeconfig, na
 		fmt.Printf("glance: %d tasks, %d clients: all terminal in %.1f s, %d success, POST p50 %.0f ms\n",
 			n, clients, g.total.Seconds(), g.success, ms(percentile(g.posts, 50)))
 		fmt.Printf("ratio shim/glance: %.2f\n", shimRun.total.Seconds()/g.total.Seconds())
+		glanceTime = g.total.Seconds()
 	}
 	if kubeconfig == "" {
 		cpuReport("shim", before, shimCPU, shimRun.total.Seconds(), n, func(string) string { return "" })
@@ -106,7 +108,8 @@ func run(shim, glanceURL, image, nodeAddr string, n, clients int, kubeconfig, na
 	if err != nil {
 		return err
 	}
-	cpuReport("shim", before, shimCPU, shimRun.total.Seconds(), n, group)
+	groups := cpuReport("shim", before, shimCPU, shimRun.total.Seconds(), n, group)
+	scaling(groups, n, shimRun.total.Seconds(), glanceTime)
 	return breakdown(c, namespace, shimRun)
 }
 
