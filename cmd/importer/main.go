@@ -88,6 +88,7 @@ func run(args []string) int {
 		}
 	}
 	cfg.Progress = &importer.JSONLines{W: os.Stderr}
+	cfg.Trace = os.Stderr
 	var task *taskStatus
 	if progressTask != "" {
 		if task = toTaskStatus(progressTask, cfg.Progress); task != nil {

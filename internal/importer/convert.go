@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/imageimport/image-import-operator/internal/diskformat"
 	"github.com/imageimport/image-import-operator/internal/importresult"
@@ -83,7 +84,9 @@ func (c *Config) qemuImg(ctx context.Context, sb *sandbox.Sandbox, args ...strin
 	defer sb.Close()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	start := time.Now()
 	out, err := cmd.Output()
+	c.timed("qemu-img "+args[0], start, cmd.ProcessState)
 	if err != nil {
 		return out, &qemuError{err: err, stderr: strings.TrimSpace(stderr.String())}
 	}
@@ -333,6 +336,11 @@ func (c *Config) qemuConvertStream(ctx context.Context, src *os.File, srcFormat 
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketBuffer)
 	}
+	// Our end non-blocking: os.NewFile then waits for it in the runtime's
+	// poller, instead of a thread blocked in read(2) that the runtime's
+	// monitor must notice and replace, about once for each of qemu-img's
+	// 64 KiB writes (a compressed qcow2 cluster each).
+	_ = unix.SetNonblock(fds[0], true)
 	ours, theirs := os.NewFile(uintptr(fds[0]), "nbd-export"), os.NewFile(uintptr(fds[1]), "nbd-client")
 	defer ours.Close()
 	sb := c.sandbox()
@@ -346,6 +354,7 @@ func (c *Config) qemuConvertStream(ctx context.Context, src *os.File, srcFormat 
 	defer sb.Close()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	start := time.Now()
 	err = cmd.Start()
 	theirs.Close() // qemu-img's now: its end closes when it exits
 	if err != nil {
@@ -354,6 +363,7 @@ func (c *Config) qemuConvertStream(ctx context.Context, src *os.File, srcFormat 
 	_, streamErr := sink.ReadFrom(nbdexport.New(ours, virtualSize))
 	ours.Close() // a stream that failed cuts qemu-img off
 	waitErr := cmd.Wait()
+	c.timed("qemu-img convert (stream)", start, cmd.ProcessState)
 	what := fmt.Sprintf("Converting the %s image to raw", srcFormat)
 	var se *sinkError
 	switch {

@@ -33,8 +33,26 @@ const (
 type chunk struct {
 	buf     []byte
 	n       int
+	zeros   bool // n zeros, which buf does not hold: see chunkReader
 	pending atomic.Int32
 }
+
+// chunkReader is a source that tells runs of zeros without their bytes
+// (nbdexport.Export): fanout hands them to the hashes from zeroBuf, one
+// shared buffer of zeros that stays in the cache, and to a zeroWriter as a
+// count, never cleared into a chunk, copied or compared.
+type chunkReader interface {
+	ReadChunk(p []byte) (n int, zeros bool, err error)
+}
+
+// zeroWriter is a sink that takes a run of zeros as a count (sparseWriter:
+// a hole).
+type zeroWriter interface {
+	WriteZeros(n int) error
+}
+
+// zeroBuf is never written: its pages are the kernel's one zero page.
+var zeroBuf [chunkSize]byte
 
 // spareChunks are the chunks of the fanouts that closed, for the next ones:
 // an import runs its fanouts one after another (two at once while it
@@ -64,7 +82,7 @@ func (f *fanout) drain(w io.Writer, ch chan *chunk) {
 	defer f.wg.Done()
 	for c := range ch {
 		if f.failed() == nil {
-			if _, err := w.Write(c.buf[:c.n]); err != nil {
+			if err := write(w, c); err != nil {
 				f.fail(err)
 			}
 		}
@@ -72,6 +90,19 @@ func (f *fanout) drain(w io.Writer, ch chan *chunk) {
 			f.free <- c
 		}
 	}
+}
+
+// write hands c to w.
+func write(w io.Writer, c *chunk) error {
+	if !c.zeros {
+		_, err := w.Write(c.buf[:c.n])
+		return err
+	}
+	if zw, ok := w.(zeroWriter); ok {
+		return zw.WriteZeros(c.n)
+	}
+	_, err := w.Write(zeroBuf[:c.n])
+	return err
 }
 
 func (f *fanout) fail(err error) {
@@ -96,9 +127,9 @@ func (f *fanout) ReadFrom(r io.Reader) (int64, error) {
 			return total, &sinkError{err}
 		}
 		c := <-f.free
-		n, err := io.ReadFull(r, c.buf)
+		n, zeros, err := fill(r, c.buf)
 		if n > 0 {
-			c.n = n
+			c.n, c.zeros = n, zeros
 			c.pending.Store(int32(len(f.sinks)))
 			for _, ch := range f.sinks {
 				ch <- c
@@ -118,6 +149,17 @@ func (f *fanout) ReadFrom(r io.Reader) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// fill reads the next chunk of r into buf: a full buffer but at the end,
+// or, from a chunkReader, the data up to a run of zeros, or zeros alone.
+func fill(r io.Reader, buf []byte) (int, bool, error) {
+	cr, ok := r.(chunkReader)
+	if !ok {
+		n, err := io.ReadFull(r, buf)
+		return n, false, err
+	}
+	return cr.ReadChunk(buf) // short, and no error, before a run of zeros
 }
 
 // Write copies p to every sink; ReadFrom, which io.Copy uses, saves a copy.

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imageimport/image-import-operator/internal/diskformat"
@@ -61,6 +62,7 @@ type Config struct {
 	Launcher        string        // the program that enters sandbox.Main; this one when empty
 
 	Progress Reporter
+	Trace    io.Writer // where step timings go (trace.go); nil: nowhere
 }
 
 // inspectImage is the first fence, our own inspector; a variable so that
@@ -115,6 +117,7 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	defer src.discard()
 
 	track.setPhase(PhaseFetching, 0)
+	start := time.Now()
 	// The download is hashed as it arrives (the source's checksums) and
 	// unpacked (internal/unpack: decompressed, taken out of an OVA, or
 	// passed on as it is) into the staging file, hashed again when it is
@@ -148,15 +151,22 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 	if err := errors.Join(fetchErr, sinkErr, unpackErr, imageErr); err != nil {
 		return importresult.Result{}, transient(importresult.ReasonInternal, err, "Writing the image failed: %v.", err)
 	}
+	cfg.timed("fetch", start, nil)
 	if err := cfg.verifyChecksums(sums); err != nil {
 		return importresult.Result{}, err
 	}
 
 	track.setPhase(PhaseInspecting, rep.Size)
-	info, err := cfg.inspect(ctx, src, rep.Size, cfg.SourceFormat)
+	start = time.Now()
+	var synced <-chan error
+	if sameFormat { // the download is the image: on to the disk while it is inspected
+		synced = src.startSync()
+	}
+	info, measured, err := cfg.inspectAndMeasure(ctx, src, rep.Size, cfg.SourceFormat, !sameFormat)
 	if err != nil {
 		return importresult.Result{}, err
 	}
+	cfg.timed("inspect", start, nil)
 	res := importresult.Result{
 		ImageID:          cfg.ImageID,
 		SourceFormat:     info.Format,
@@ -176,14 +186,16 @@ func run(ctx context.Context, cfg *Config, track *tracker) (importresult.Result,
 				return res, transient(importresult.ReasonInternal, err, "Reading the image failed: %v.", err)
 			}
 		}
-		if err := src.commit(cfg.ImageID); err != nil {
+		start = time.Now()
+		if err := errors.Join(<-synced, src.commit(cfg.ImageID)); err != nil {
 			return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
 		}
+		cfg.timed("commit", start, nil)
 		res.Size, res.VirtualSize = rep.Size, info.VirtualSize
 		res.Checksum, res.SHA256, res.OSHashValue = imageSums.hex("md5"), imageSums.hex("sha256"), imageSums.hex("sha512")
 		return res, nil
 	}
-	return cfg.convertAndStore(ctx, src, info, res, track)
+	return cfg.convertAndStore(ctx, src, info, measured, res, track)
 }
 
 // sourceHashes are the digests of the download to compute: sha256, which
@@ -200,9 +212,9 @@ func (cfg *Config) sourceHashes(sums *digests) []io.Writer {
 }
 
 // convertAndStore converts the staged source into the store.
-func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskformat.Info, res importresult.Result, track *tracker) (importresult.Result, error) {
+func (cfg *Config) convertAndStore(ctx context.Context, src *staging, info diskformat.Info, measured measurement, res importresult.Result, track *tracker) (importresult.Result, error) {
 	track.setPhase(PhaseConverting, info.VirtualSize)
-	maxSize, err := cfg.checkSpace(ctx, src, info)
+	maxSize, err := cfg.checkSpace(info, measured)
 	if err != nil {
 		return res, err
 	}
@@ -264,8 +276,13 @@ func (cfg *Config) convertToRaw(ctx context.Context, src *staging, info diskform
 	file.useDirectIO()
 	sums := newDigests()
 	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, file, sums.md5, sums.sha256, sums.sha512)
+	start := time.Now()
 	convertErr := cfg.qemuConvertStream(ctx, src.File, info.Format, info.VirtualSize, sink)
-	if err := errors.Join(sink.Close(), file.finish()); err != nil && convertErr == nil {
+	cfg.timed("convert stream", start, nil)
+	start = time.Now()
+	err := errors.Join(sink.Close(), file.finish())
+	cfg.timed("hash and write the tail", start, nil)
+	if err != nil && convertErr == nil {
 		convertErr = transient(importresult.ReasonInternal, err, "Writing the image failed: %v.", err)
 	}
 	if convertErr != nil {
@@ -275,26 +292,34 @@ func (cfg *Config) convertToRaw(ctx context.Context, src *staging, info diskform
 
 	track.setPhase(PhaseStoring, info.VirtualSize)
 	// Inspect what qemu-img wrote, as if it came from outside.
+	start = time.Now()
+	synced := out.startSync() // most was written on the way
 	outInfo, err := cfg.inspect(ctx, out, file.off, diskformat.Raw)
 	if err != nil {
+		<-synced
 		return res, permanent(importresult.ReasonInternal, err, "The converted image failed inspection: %v.", err)
 	}
+	cfg.timed("inspect output", start, nil)
 	if outInfo.VirtualSize != info.VirtualSize {
+		<-synced
 		return res, permanent(importresult.ReasonInternal, nil,
 			"The converted image has a virtual size of %d bytes, the source %d.", outInfo.VirtualSize, info.VirtualSize)
 	}
-	if err := out.commit(cfg.ImageID); err != nil { // syncs: most was written back on the way
+	start = time.Now()
+	if err := errors.Join(<-synced, out.commit(cfg.ImageID)); err != nil {
 		return res, transient(importresult.ReasonInternal, err, "Storing the image failed: %v.", err)
 	}
+	cfg.timed("commit", start, nil)
 	res.Size, res.VirtualSize = file.off, outInfo.VirtualSize
 	res.Checksum, res.SHA256, res.OSHashValue = sums.hex("md5"), sums.hex("sha256"), sums.hex("sha512")
 	return res, nil
 }
 
 // checkSpace refuses a conversion whose output cannot fit the free space of
-// the destination, and returns the most qemu-img may write.
-func (cfg *Config) checkSpace(ctx context.Context, src *staging, info diskformat.Info) (int64, error) {
-	required, full, err := cfg.qemuMeasure(ctx, src.File, info.Format)
+// the destination, as qemu-img measured it, and returns the most qemu-img
+// may write.
+func (cfg *Config) checkSpace(info diskformat.Info, m measurement) (int64, error) {
+	required, full, err := m.required, m.full, m.err
 	if err != nil {
 		return 0, err
 	}
@@ -359,6 +384,53 @@ func (cfg *Config) verifyChecksums(sums *digests) error {
 
 // inspect checks that the staged bytes are the declared format and safe.
 func (cfg *Config) inspect(ctx context.Context, f *staging, size int64, declared string) (diskformat.Info, error) {
+	info, _, err := cfg.inspectAndMeasure(ctx, f, size, declared, false)
+	return info, err
+}
+
+// measurement is what qemu-img measure says of a source to convert.
+type measurement struct {
+	required, full int64
+	err            error
+}
+
+// inspectAndMeasure is inspect, and, with measure, qemu-img measure too.
+// Once our inspector accepted the image, qemu-img's runs (info, check,
+// measure) are independent reads, each in its own sandbox: they run at
+// once, each start-up and each read of the tables overlapping the others,
+// and only what qemu-img info says decides, first, whether the others'
+// answers count.
+func (cfg *Config) inspectAndMeasure(ctx context.Context, f *staging, size int64, declared string, measure bool) (diskformat.Info, measurement, error) {
+	info, err := cfg.inspectOurs(f, size, declared)
+	if err != nil {
+		return info, measurement{}, err
+	}
+	var (
+		wg       sync.WaitGroup
+		seen     qemuInfo
+		lookErr  error
+		checkErr error
+		m        measurement
+	)
+	wg.Go(func() { seen, lookErr = cfg.qemuLook(ctx, f.File, info.Format) })
+	if measure {
+		wg.Go(func() { m.required, m.full, m.err = cfg.qemuMeasure(ctx, f.File, info.Format) })
+	}
+	checkErr = cfg.qemuCheck(ctx, f.File, info.Format)
+	wg.Wait()
+	if lookErr != nil {
+		return info, m, lookErr
+	}
+	if seen.VirtualSize != info.VirtualSize {
+		return info, m, permanent(importresult.ReasonUnsafeImage, nil,
+			"Refused a %s image that qemu-img reads as %d bytes of virtual disk and the inspector as %d: the two parsers disagree.",
+			info.Format, seen.VirtualSize, info.VirtualSize)
+	}
+	return info, m, checkErr
+}
+
+// inspectOurs is the first fence: our inspector.
+func (cfg *Config) inspectOurs(f *staging, size int64, declared string) (diskformat.Info, error) {
 	info, err := inspectImage(f, size, diskformat.Options{MaxVirtualSize: cfg.MaxVirtualSize})
 	var refused *diskformat.Error
 	if errors.As(err, &refused) {
@@ -376,18 +448,6 @@ func (cfg *Config) inspect(ctx context.Context, f *staging, size int64, declared
 		return info, permanent(importresult.ReasonInternal, err, "Inspecting the image failed: %v.", err)
 	case info.Format != declared:
 		return info, permanent(importresult.ReasonFormatMismatch, nil, "The image is %s, not %s as declared.", info.Format, declared)
-	}
-	seen, err := cfg.qemuLook(ctx, f.File, info.Format)
-	if err != nil {
-		return info, err
-	}
-	if seen.VirtualSize != info.VirtualSize {
-		return info, permanent(importresult.ReasonUnsafeImage, nil,
-			"Refused a %s image that qemu-img reads as %d bytes of virtual disk and the inspector as %d: the two parsers disagree.",
-			info.Format, seen.VirtualSize, info.VirtualSize)
-	}
-	if err := cfg.qemuCheck(ctx, f.File, info.Format); err != nil {
-		return info, err
 	}
 	return info, nil
 }

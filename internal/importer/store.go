@@ -95,6 +95,15 @@ func (s *staging) commit(name string) error {
 	return syncDir(s.dir)
 }
 
+// startSync starts syncing the file, so that the disk works while the
+// image is inspected; commit's own sync then has next to nothing left.
+// The channel gets the sync's error.
+func (s *staging) startSync() <-chan error {
+	synced := make(chan error, 1)
+	go func() { synced <- s.Sync() }()
+	return synced
+}
+
 // discard closes the file and removes it unless it was committed.
 func (s *staging) discard() {
 	s.Close()
@@ -235,6 +244,12 @@ func (w *sparseWriter) Write(p []byte) (int, error) {
 		w.startOff = w.off
 	}
 	return written, nil
+}
+
+// WriteZeros leaves a hole of n bytes.
+func (w *sparseWriter) WriteZeros(n int) error {
+	w.off += int64(n)
+	return nil
 }
 
 // finish gives the file the stream's size, which a final hole leaves short,

@@ -123,42 +123,112 @@ func (e *Export) Read(p []byte) (int, error) {
 }
 
 func (e *Export) read(p []byte) (int, error) {
+	if err := e.advance(); err != nil {
+		return 0, err
+	}
+	if z := e.zerosAhead(); z > 0 {
+		n := int(min(int64(len(p)), z))
+		clear(p[:n])
+		return n, e.skip(n)
+	}
+	return e.readData(p)
+}
+
+// ReadChunk is Read for a reader that can use a run of zeros without its
+// bytes: it fills p with the next bytes of the disk and stops where a run
+// of zeros begins, or, at such a run, returns how many of its bytes (up to
+// len(p)) it skipped, with zeros true and p untouched. Zeros are ranges the
+// client never wrote and its write-zeroes requests: most of a sparse disk,
+// which then costs no copy, clearing or comparing.
+func (e *Export) ReadChunk(p []byte) (n int, zeros bool, err error) {
+	if e.err != nil {
+		return 0, false, e.err
+	}
+	for n < len(p) && err == nil {
+		if err = e.advance(); err != nil {
+			break
+		}
+		z := e.zerosAhead()
+		switch {
+		case z > 0 && n > 0 && !zeros, z == 0 && zeros:
+			return n, zeros, nil // the run, or the data, ends the chunk
+		case z > 0:
+			m := int(min(int64(len(p)-n), z))
+			err = e.skip(m)
+			n, zeros = n+m, true
+		default:
+			var m int
+			m, err = e.readData(p[n:])
+			n += m
+		}
+	}
+	if err != nil {
+		e.err = err
+		if err == io.EOF && n > 0 {
+			err = nil // the end, next time
+		}
+	}
+	return n, zeros, err
+}
+
+// advance makes the stream's next bytes those of a request or a gap:
+// it reads requests until one has bytes left; io.EOF after the disk's end.
+func (e *Export) advance() error {
 	if !e.started {
 		if err := e.handshake(); err != nil {
-			return 0, err
+			return err
 		}
 		e.started = true
 	}
 	for e.gap == 0 && e.left == 0 {
 		if e.closed {
 			if e.pos == e.size {
-				return 0, io.EOF
+				return io.EOF
 			}
 			e.gap = e.size - e.pos // never written: zeros
-			break
+			return nil
 		}
 		if err := e.next(); err != nil {
-			return 0, err
+			return err
 		}
 	}
+	return nil
+}
+
+// zerosAhead is how many of the next bytes are zeros, up to the end of the
+// current gap or write-zeroes request; 0 when they are written data.
+func (e *Export) zerosAhead() int64 {
+	switch {
+	case e.gap > 0:
+		return e.gap
+	case e.cur.typ != cmdWrite:
+		return e.left
+	}
+	return 0
+}
+
+// skip passes over n of the zeros ahead.
+func (e *Export) skip(n int) error {
+	e.pos += int64(n)
 	if e.gap > 0 {
-		n := int(min(int64(len(p)), e.gap))
-		clear(p[:n])
 		e.gap -= int64(n)
-		e.pos += int64(n)
-		return n, nil
-	}
-	n := int(min(int64(len(p)), e.left))
-	if e.cur.typ == cmdWrite {
-		var err error
-		if n, err = e.r.Read(p[:n]); err != nil {
-			return n, fmt.Errorf("reading a write of %d bytes at %d: %w", e.cur.length, e.cur.offset, noEOF(err))
-		}
-	} else {
-		clear(p[:n])
+		return nil
 	}
 	e.left -= int64(n)
+	if e.left == 0 {
+		return e.reply(e.cur.handle, 0)
+	}
+	return nil
+}
+
+// readData reads the current write request's next bytes into p.
+func (e *Export) readData(p []byte) (int, error) {
+	n, err := e.r.Read(p[:min(int64(len(p)), e.left)])
+	e.left -= int64(n)
 	e.pos += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("reading a write of %d bytes at %d: %w", e.cur.length, e.cur.offset, noEOF(err))
+	}
 	if e.left == 0 {
 		return n, e.reply(e.cur.handle, 0)
 	}

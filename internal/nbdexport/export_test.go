@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -27,7 +28,8 @@ func socketPair(t *testing.T) (*os.File, *os.File) {
 }
 
 // TestQemuImgConvertsIntoTheStream converts a qcow2 of data, holes and
-// zeros written out into the export, and reads the raw disk back exactly.
+// zeros written out into the export, and reads the raw disk back exactly,
+// with Read and with ReadChunk.
 func TestQemuImgConvertsIntoTheStream(t *testing.T) {
 	dir := t.TempDir()
 	const size = 9<<20 + 4096 // not a multiple of qcow2's clusters
@@ -44,32 +46,73 @@ func TestQemuImgConvertsIntoTheStream(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert: %v: %s", err, out)
 	}
+	for _, tc := range []struct {
+		name string
+		read func(*Export) ([]byte, error)
+	}{
+		{"Read", func(e *Export) ([]byte, error) { return io.ReadAll(e) }},
+		{"ReadChunk", readChunks},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ours, theirs := socketPair(t)
+			cmd := exec.Command("qemu-img", "convert", "-n", "-f", "qcow2", qcow2,
+				"--target-image-opts", "driver=nbd,server.type=fd,server.str=3")
+			cmd.ExtraFiles = []*os.File{theirs}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			theirs.Close()
+			e := New(ours, size)
+			got, readErr := tc.read(e)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("qemu-img convert into the export: %v: %s", err, stderr.String())
+			}
+			if readErr != nil {
+				t.Fatalf("reading the export: %v", readErr)
+			}
+			if !bytes.Equal(got, disk) {
+				t.Fatalf("the stream (%d bytes) differs from the disk (%d bytes)", len(got), len(disk))
+			}
+			if e.Writes == 0 {
+				t.Errorf("qemu-img sent no write")
+			}
+			t.Logf("%d writes, %d write-zeroes, %d flushes", e.Writes, e.WriteZeroes, e.Flushes)
+		})
+	}
+}
 
-	ours, theirs := socketPair(t)
-	cmd := exec.Command("qemu-img", "convert", "-n", "-f", "qcow2", qcow2,
-		"--target-image-opts", "driver=nbd,server.type=fd,server.str=3")
-	cmd.ExtraFiles = []*os.File{theirs}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+// readChunks reads e to its end with ReadChunk, in 1 MiB chunks, and
+// fails when a run of zeros was written into the buffer or none came.
+func readChunks(e *Export) ([]byte, error) {
+	var all []byte
+	runs := 0
+	buf := make([]byte, 1<<20)
+	for {
+		for i := range buf {
+			buf[i] = 0xff
+		}
+		n, zeros, err := e.ReadChunk(buf)
+		if zeros {
+			if bytes.Count(buf, []byte{0xff}) != len(buf) {
+				return all, errors.New("a run of zeros was written into the buffer")
+			}
+			all = append(all, make([]byte, n)...)
+			runs++
+		} else {
+			all = append(all, buf[:n]...)
+		}
+		if err == io.EOF {
+			if runs == 0 {
+				return all, errors.New("no run of zeros")
+			}
+			return all, nil
+		}
+		if err != nil {
+			return all, err
+		}
 	}
-	theirs.Close()
-	e := New(ours, size)
-	got, readErr := io.ReadAll(e)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("qemu-img convert into the export: %v: %s", err, stderr.String())
-	}
-	if readErr != nil {
-		t.Fatalf("reading the export: %v", readErr)
-	}
-	if !bytes.Equal(got, disk) {
-		t.Fatalf("the stream (%d bytes) differs from the disk (%d bytes)", len(got), len(disk))
-	}
-	if e.Writes == 0 {
-		t.Errorf("qemu-img sent no write")
-	}
-	t.Logf("%d writes, %d write-zeroes, %d flushes", e.Writes, e.WriteZeroes, e.Flushes)
 }
 
 // client is a minimal NBD client, to send what qemu-img would not.
@@ -204,4 +247,48 @@ func TestClientGoneIsAnError(t *testing.T) {
 		t.Fatalf("reading: %v, want the connection's end", err)
 	}
 	t.Log(err)
+}
+
+// TestReadChunkTellsZerosApart: ReadChunk returns data up to a run of
+// zeros, and the run (a gap, write-zeroes, the unwritten end) as a count
+// that leaves the buffer untouched; the chunks make up the disk exactly.
+func TestReadChunkTellsZerosApart(t *testing.T) {
+	ours, theirs := socketPair(t)
+	e := New(ours, 64)
+	go func() {
+		c := newClient(t, theirs)
+		c.send(cmdWrite, 0, []byte("head"), 4)
+		c.send(cmdWrite, 8, []byte("abcd"), 4)    // a gap of 4 before it
+		c.send(cmdWriteZeroes, 12, nil, 18)       // zeros right after data
+		c.send(cmdWrite, 30, []byte("efghij"), 6) // data right after zeros
+		c.send(cmdWrite, 36, []byte("kl"), 2)     // more data: the same chunk
+		c.send(cmdDisc, 0, nil, 0)                // [38, 64) never written
+	}()
+	type piece struct {
+		data  string
+		zeros int
+	}
+	var got []piece
+	for {
+		buf := bytes.Repeat([]byte{0xff}, 16)
+		n, zeros, err := e.ReadChunk(buf)
+		switch {
+		case zeros && !bytes.Equal(buf, bytes.Repeat([]byte{0xff}, 16)):
+			t.Fatalf("a run of zeros was written into the buffer: %q", buf)
+		case zeros:
+			got = append(got, piece{zeros: n})
+		case n > 0:
+			got = append(got, piece{data: string(buf[:n])})
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []piece{{data: "head"}, {zeros: 4}, {data: "abcd"}, {zeros: 16}, {zeros: 2}, {data: "efghijkl"}, {zeros: 16}, {zeros: 10}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("chunks %v, want %v", got, want)
+	}
 }
