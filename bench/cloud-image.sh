@@ -21,8 +21,15 @@
 # ratio = importer / baseline. Also prints the importer's peak RSS
 # (qemu-img aside; goal < 64 MiB). Asserts nothing. Removes its files.
 #
+# Then, for each import, the median of each step the importer timed (its
+# "step" lines on stderr: the download, each qemu-img run with qemu-img's
+# own CPU seconds, the conversion, the commit), and the floor of the
+# qcow2 -> raw import on this machine: the CPU seconds of the three digests
+# of the raw image (bench/hashspeed, Go's, one core each) plus the
+# baseline's own CPU, over the cores; no pipeline can go below it.
+#
 # Usage: bench/cloud-image.sh [REPEAT] [DATA_MIB] [VIRTUAL_GIB] [DENSE_MIB]
-#        (default 3 700 2 1024)
+#        (default 3 700 2 1024; DENSE_MIB 0 leaves the dense image out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${1:-3}
@@ -36,16 +43,21 @@ mkdir -p "$WORK/src" "$WORK/out"
 
 go build -o "$WORK/importer" ./cmd/importer
 go build -o "$WORK/fileserver" ./bench/fileserver
+go build -o "$WORK/hashspeed" ./bench/hashspeed
 
 echo "Making the cloud-like image (${VIRTUAL_GIB} GiB virtual, ${DATA_MIB} MiB of /usr/lib, qemu-img convert -c; this takes a while)..."
 { tar cf - -C /usr/lib . 2>/dev/null || true; } | head -c "$((DATA_MIB << 20))" > "$WORK/src/cloud.raw"
 truncate -s "${VIRTUAL_GIB}G" "$WORK/src/cloud.raw"
 qemu-img convert -c -f raw -O qcow2 "$WORK/src/cloud.raw" "$WORK/src/cloud.qcow2"
 rm "$WORK/src/cloud.raw"
-echo "Making the dense image (${DENSE_MIB} MiB of random data)..."
-head -c "$((DENSE_MIB << 20))" /dev/urandom > "$WORK/src/dense.raw"
-qemu-img convert -f raw -O qcow2 "$WORK/src/dense.raw" "$WORK/src/dense.qcow2"
-rm "$WORK/src/dense.raw"
+IMAGES=(cloud)
+if ((DENSE_MIB > 0)); then
+  IMAGES+=(dense)
+  echo "Making the dense image (${DENSE_MIB} MiB of random data)..."
+  head -c "$((DENSE_MIB << 20))" /dev/urandom > "$WORK/src/dense.raw"
+  qemu-img convert -f raw -O qcow2 "$WORK/src/dense.raw" "$WORK/src/dense.qcow2"
+  rm "$WORK/src/dense.raw"
+fi
 ls -l "$WORK/src"
 
 "$WORK/fileserver" -dir "$WORK/src" > "$WORK/addr" &
@@ -66,6 +78,7 @@ importer() { # IMAGE TARGET
     --dest="$WORK/out" --scratch-dir="$WORK/out" --image-id=bench --result-file="$WORK/result.json" \
     --allowed-hosts=127.0.0.1 --allowed-ports="$PORT" 2>"$WORK/stderr"
   if grep -q '"error"' "$WORK/result.json"; then echo "importer failed: $(cat "$WORK/result.json")" >&2; return 1; fi
+  grep '"step"' "$WORK/stderr" >> "$WORK/steps.$1.$2" || true
 }
 baseline() { # IMAGE TARGET
   curl -sS -o "$WORK/out/f.qcow2" "http://$ADDR/$1.qcow2"
@@ -94,17 +107,38 @@ cat "$WORK"/src/* > /dev/null
 # min, median and max of numbers, one a line
 spread() { sort -n | awk '{r[NR]=$1} END {m = NR % 2 ? r[(NR+1)/2] : (r[NR/2] + r[NR/2+1]) / 2; printf "min %.2f, median %.2f, max %.2f", r[1], m, r[NR]}'; }
 
+median() { sort -n | awk '{r[NR]=$1} END {printf "%.3f", NR % 2 ? r[(NR+1)/2] : (r[NR/2] + r[NR/2+1]) / 2}'; }
+# steps FILE: the median of each step's seconds (and CPU, for a child's),
+# in the order the steps first came
+steps() {
+  [[ -s $1 ]] || { echo "    (no step timings)"; return; }
+  local name
+  sed -n 's/.*"step":"\([^"]*\)".*/\1/p' "$1" | awk '!seen[$0]++' | while IFS= read -r name; do
+    grep -F "\"step\":\"$name\"" "$1" > "$WORK/step" || true
+    printf '    %-28s %6.3f' "$name" "$(sed -n 's/.*"seconds":\([0-9.]*\).*/\1/p' "$WORK/step" | median)"
+    if grep -q '"user_seconds"\|"system_seconds"' "$WORK/step"; then
+      printf '  (CPU %.3f)' "$(awk '{u = 0; s = 0
+        if (match($0, /"user_seconds":[0-9.]+/)) u = substr($0, RSTART + 15, RLENGTH - 15)
+        if (match($0, /"system_seconds":[0-9.]+/)) s = substr($0, RSTART + 17, RLENGTH - 17)
+        print u + s}' "$WORK/step" | median)"
+    fi
+    echo
+  done
+}
+
 echo
 echo "Seconds: wall (CPU = user + system, children included). ratio = importer / baseline, wall and CPU."
 printf '%-22s %2s %15s %15s %15s %6s %6s %8s\n' "run" "#" "baseline" "+hashes" "importer" "wall" "CPU" "peak RSS"
-for image in cloud dense; do
+declare -A BASE_CPU
+for image in "${IMAGES[@]}"; do
   for target in raw qcow2; do
-    walls=() cpus=()
+    walls=() cpus=() base_cpus=()
     for i in $(seq "$REPEAT"); do
       drop; read -r w_base c_base < <(timed baseline $image $target)
       drop; read -r w_hash c_hash < <(timed hashed $image $target)
       drop; read -r w_imp c_imp < <(timed importer $image $target)
       [[ -n $w_base && -n $w_hash && -n $w_imp ]] || exit 1
+      base_cpus+=("$c_base")
       walls+=("$(echo "$w_imp / $w_base" | bc -l)")
       cpus+=("$(echo "$c_imp / $c_base" | bc -l)")
       printf '%-22s %2d %6.2f (%6.2f) %6.2f (%6.2f) %6.2f (%6.2f) %6.2f %6.2f %4s MiB  load %s\n' "$image qcow2 -> $target" "$i" \
@@ -112,8 +146,27 @@ for image in cloud dense; do
     done
     printf '%-22s    wall ratio %s; CPU ratio %s (goal: wall <= 1.5)\n' "$image qcow2 -> $target" \
       "$(printf '%s\n' "${walls[@]}" | spread)" "$(printf '%s\n' "${cpus[@]}" | spread)"
+    BASE_CPU[$image.$target]=$(printf '%s\n' "${base_cpus[@]}" | median)
   done
 done
 drop
+
+echo
+echo "The importer's steps, median seconds over the runs (qemu-img: wall, and its own user + system CPU):"
+for image in "${IMAGES[@]}"; do
+  for target in raw qcow2; do
+    echo "  $image qcow2 -> $target:"
+    steps "$WORK/steps.$image.$target"
+  done
+done
+
+echo
+echo "Floor of cloud qcow2 -> raw on this machine: the three digests of the ${VIRTUAL_GIB} GiB raw image, one core each (Go's):"
+"$WORK/hashspeed" -bytes "$((VIRTUAL_GIB << 30))" | sed 's/^/  /' | tee "$WORK/hashes"
+hash_cpu=$(awk '$1 == "all" {print $2}' "$WORK/hashes")
+floor=$(echo "($hash_cpu + ${BASE_CPU[cloud.raw]}) / $(nproc)" | bc -l)
+printf '  + the baseline'"'"'s own CPU (median %.2f s), over %d cores: %.2f s of wall at the least, whatever the pipeline.\n' \
+  "${BASE_CPU[cloud.raw]}" "$(nproc)" "$floor"
+
 echo
 echo "$(nproc) cores; load average now: $(cut -d' ' -f1-3 /proc/loadavg)."

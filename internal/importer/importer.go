@@ -276,10 +276,8 @@ func (cfg *Config) convertToRaw(ctx context.Context, src *staging, info diskform
 	file.useDirectIO()
 	sums := newDigests()
 	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, file, sums.md5, sums.sha256, sums.sha512)
-	start := time.Now()
 	convertErr := cfg.qemuConvertStream(ctx, src.File, info.Format, info.VirtualSize, sink)
-	cfg.timed("convert stream", start, nil)
-	start = time.Now()
+	start := time.Now()
 	err := errors.Join(sink.Close(), file.finish())
 	cfg.timed("hash and write the tail", start, nil)
 	if err != nil && convertErr == nil {
