@@ -30,6 +30,7 @@
 #
 # Usage: bench/cloud-image.sh [REPEAT] [DATA_MIB] [VIRTUAL_GIB] [DENSE_MIB]
 #        (default 3 700 2 1024; DENSE_MIB 0 leaves the dense image out)
+#        IMPORTER=path runs that importer binary instead of building this one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${1:-3}
@@ -41,7 +42,11 @@ SERVER=
 trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/src" "$WORK/out"
 
-go build -o "$WORK/importer" ./cmd/importer
+if [[ -n ${IMPORTER:-} ]]; then # another build, to compare
+  cp "$IMPORTER" "$WORK/importer"
+else
+  go build -o "$WORK/importer" ./cmd/importer
+fi
 go build -o "$WORK/fileserver" ./bench/fileserver
 go build -o "$WORK/hashspeed" ./bench/hashspeed
 
