@@ -167,10 +167,10 @@ func scaling(groups map[string]float64, tasks int, wall, glance float64) {
 	n, c := float64(tasks), float64(cores())
 	fmt.Printf("\nscaling model: per task %.3f CPU-s on the control plane (API server, etcd, controllers, operator, shim) and %.3f on the node (kubelet, containerd, runc, CNI, importer pods, kernel)\n",
 		plane/n, node/n)
-	fmt.Printf("  1 node sharing this machine with the control plane: >= %.1f s (measured %.1f s)\n", n*(plane+node)/c, wall)
+	fmt.Printf("  1 node sharing this machine with the control plane: >= %.1f s (measured %.1f s)\n", (plane+node)/c, wall)
 	for nodes := 1; nodes <= 4; nodes++ {
 		fmt.Printf("  control plane on its own %d cores, %d node(s) of %d cores: >= %.1f s (Glance measured %.1f s)\n",
-			cores(), nodes, cores(), n*max(plane/c, node/(c*float64(nodes))), glance)
+			cores(), nodes, cores(), max(plane/c, node/(c*float64(nodes))), glance)
 	}
 }
 
