@@ -30,6 +30,10 @@ var (
 	}
 )
 
+// schedulerFailed is the reason of the scheduler's warning about a pod it
+// cannot place yet (k8s.io/kubernetes/pkg/scheduler, not importable).
+const schedulerFailed = "FailedScheduling"
+
 // startProblem says why the importer of a Job that has not finished is not
 // running, from what the cluster reports: the pods' status (scheduler,
 // kubelet), the Job controller's FailedCreate events when it has no pod,
@@ -66,6 +70,9 @@ func startProblem(pods []corev1.Pod, failedCreates, podWarnings []corev1.Event) 
 		}
 	}
 	if creating(pod) {
+		// The scheduler's warnings tell why the pod waited for a node,
+		// which it has now: they say nothing of its container.
+		podWarnings = slices.DeleteFunc(slices.Clone(podWarnings), func(e corev1.Event) bool { return e.Reason == schedulerFailed })
 		if e := latest(podWarnings); e != nil {
 			return &problem{tasksv1.ReasonContainerCreateFailed, fmt.Sprintf(
 				"The importer container cannot be created: %s", joinReason(e.Reason, e.Message))}

@@ -318,6 +318,11 @@ func TestStartProblem(t *testing.T) {
 			&problem{tasksv1.ReasonContainerCreateFailed, "The importer container cannot be created: FailedCreatePodSandBox: new"}},
 		{"not scheduled yet: warnings are the scheduler's", []corev1.Pod{pod(0, corev1.PodPending)}, nil,
 			[]corev1.Event{event(time.Second, "FailedScheduling", "x")}, nil},
+		{"creating after waiting for room: the scheduler's warning is over", []corev1.Pod{pod(0, corev1.PodPending, waiting("ContainerCreating"))}, nil,
+			[]corev1.Event{event(0, "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.")}, nil},
+		{"creating after waiting for room, then a warning", []corev1.Pod{pod(0, corev1.PodPending, waiting("ContainerCreating"))}, nil,
+			[]corev1.Event{event(time.Second, "FailedMount", "new"), event(0, "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu.")},
+			&problem{tasksv1.ReasonContainerCreateFailed, "The importer container cannot be created: FailedMount: new"}},
 		{"unschedulable", []corev1.Pod{pod(0, corev1.PodPending, func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
 				Reason: corev1.PodReasonUnschedulable, Message: `0/1 nodes are available: persistentvolumeclaim "image-store" not found.`}}
