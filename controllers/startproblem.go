@@ -30,9 +30,15 @@ var (
 	}
 )
 
-// schedulerFailed is the reason of the scheduler's warning about a pod it
-// cannot place yet (k8s.io/kubernetes/pkg/scheduler, not importable).
-const schedulerFailed = "FailedScheduling"
+// containerBlockedReasons are the reasons of the warnings about a pod whose
+// container cannot be created yet: volumes that do not mount or attach,
+// a sandbox or network that cannot be set up (the kubelet's and the
+// attach/detach controller's event reasons; k8s.io/kubernetes is not
+// importable).
+var containerBlockedReasons = []string{
+	"FailedMount", "FailedMapVolume", "FailedAttachVolume",
+	"FailedCreatePodSandBox", "FailedCreatePodContainer", "FailedPodSandBoxStatus", "NetworkNotReady",
+}
 
 // startProblem says why the importer of a Job that has not finished is not
 // running, from what the cluster reports: the pods' status (scheduler,
@@ -70,9 +76,13 @@ func startProblem(pods []corev1.Pod, failedCreates, podWarnings []corev1.Event) 
 		}
 	}
 	if creating(pod) {
-		// The scheduler's warnings tell why the pod waited for a node,
-		// which it has now: they say nothing of its container.
-		podWarnings = slices.DeleteFunc(slices.Clone(podWarnings), func(e corev1.Event) bool { return e.Reason == schedulerFailed })
+		// Only the warnings of what keeps a container from being created:
+		// the kubelet also warns of what it works around (MissingClusterDNS,
+		// DNSConfigForming), and the scheduler's warnings tell why the pod
+		// waited for the node it now has.
+		podWarnings = slices.DeleteFunc(slices.Clone(podWarnings), func(e corev1.Event) bool {
+			return !slices.Contains(containerBlockedReasons, e.Reason)
+		})
 		if e := latest(podWarnings); e != nil {
 			return &problem{tasksv1.ReasonContainerCreateFailed, fmt.Sprintf(
 				"The importer container cannot be created: %s", joinReason(e.Reason, e.Message))}
