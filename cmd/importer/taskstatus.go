@@ -15,17 +15,24 @@ import (
 
 // taskStatus pushes the import's progress into its task's status, and at
 // the end its result. Progress is patched in the background, the latest
-// only, so that a slow API server never slows the import.
+// only and at most every pushInterval, so that neither a slow API server
+// slows the import nor a fast import floods the API server with a write
+// per phase.
 type taskStatus struct {
 	status *progress.TaskStatus
 	also   importer.Reporter
 	latest chan importer.Progress
+	stop   chan struct{} // closed by finish: no more progress pushes
 	sent   chan struct{} // closed when the background pushes have ended
 
 	mu       sync.Mutex // Report may be called from several goroutines
 	last     importer.Progress
 	finished bool
 }
+
+// pushInterval is the least time between two progress pushes: the
+// importer's own report interval.
+const pushInterval = importer.ReportInterval
 
 // toTaskStatus adds the status of the task NAMESPACE/NAME to where progress
 // goes; nil when the pod has no service account to push with.
@@ -36,19 +43,36 @@ func toTaskStatus(task string, also importer.Reporter) *taskStatus {
 		fmt.Fprintln(os.Stderr, "progress stays on stderr:", err)
 		return nil
 	}
-	t := &taskStatus{status: status, also: also, latest: make(chan importer.Progress, 1), sent: make(chan struct{})}
-	go func() {
-		defer close(t.sent)
-		for p := range t.latest {
+	return pushTo(status, also)
+}
+
+func pushTo(status *progress.TaskStatus, also importer.Reporter) *taskStatus {
+	t := &taskStatus{status: status, also: also, latest: make(chan importer.Progress, 1),
+		stop: make(chan struct{}), sent: make(chan struct{})}
+	go t.push()
+	return t
+}
+
+func (t *taskStatus) push() {
+	defer close(t.sent)
+	for {
+		select {
+		case <-t.stop:
+			return
+		case p := <-t.latest:
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := status.Report(ctx, progressOf(p))
+			err := t.status.Report(ctx, progressOf(p))
 			cancel()
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "reporting progress:", err)
 			}
 		}
-	}()
-	return t
+		select {
+		case <-t.stop:
+			return
+		case <-time.After(pushInterval):
+		}
+	}
 }
 
 func (t *taskStatus) Report(p importer.Progress) {
@@ -75,10 +99,10 @@ func (t *taskStatus) finish(res importresult.Result) {
 	}
 	t.mu.Lock()
 	t.finished = true
-	close(t.latest)
+	close(t.stop)
 	last := t.last
 	t.mu.Unlock()
-	<-t.sent
+	<-t.sent // a push under way lands before the result
 	b, err := importresult.Marshal(res)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
