@@ -30,7 +30,9 @@
 #
 # Usage: bench/cloud-image.sh [REPEAT] [DATA_MIB] [VIRTUAL_GIB] [DENSE_MIB]
 #        (default 3 700 2 1024; DENSE_MIB 0 leaves the dense image out)
-#        IMPORTER=path runs that importer binary instead of building this one.
+#        IMPORTER=path runs that importer binary instead of building this one;
+#        OTHER=path also times that one, after the importer, in each repetition
+#        (an older build, say), on a line of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEAT=${1:-3}
@@ -47,6 +49,7 @@ if [[ -n ${IMPORTER:-} ]]; then # another build, to compare
 else
   go build -o "$WORK/importer" ./cmd/importer
 fi
+[[ -z ${OTHER:-} ]] || cp "$OTHER" "$WORK/other"
 go build -o "$WORK/fileserver" ./bench/fileserver
 go build -o "$WORK/hashspeed" ./bench/hashspeed
 
@@ -78,12 +81,12 @@ timed() {
   awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$WORK/time"
 }
 drop() { rm -f "$WORK"/out/* "$WORK"/out/.??* 2>/dev/null || true; sync; }
-importer() { # IMAGE TARGET
-  "$WORK/importer" --source="http://$ADDR/$1.qcow2" --source-format=qcow2 --target-format="$2" \
+importer() { # IMAGE TARGET [BINARY]
+  "${3:-$WORK/importer}" --source="http://$ADDR/$1.qcow2" --source-format=qcow2 --target-format="$2" \
     --dest="$WORK/out" --scratch-dir="$WORK/out" --image-id=bench --result-file="$WORK/result.json" \
     --allowed-hosts=127.0.0.1 --allowed-ports="$PORT" 2>"$WORK/stderr"
   if grep -q '"error"' "$WORK/result.json"; then echo "importer failed: $(cat "$WORK/result.json")" >&2; return 1; fi
-  grep '"step"' "$WORK/stderr" >> "$WORK/steps.$1.$2" || true
+  [[ -n ${3:-} ]] || grep '"step"' "$WORK/stderr" >> "$WORK/steps.$1.$2" || true
 }
 baseline() { # IMAGE TARGET
   curl -sS -o "$WORK/out/f.qcow2" "http://$ADDR/$1.qcow2"
@@ -137,20 +140,31 @@ printf '%-22s %2s %15s %15s %15s %6s %6s %8s\n' "run" "#" "baseline" "+hashes" "
 declare -A BASE_CPU
 for image in "${IMAGES[@]}"; do
   for target in raw qcow2; do
-    walls=() cpus=() base_cpus=()
+    walls=() cpus=() base_cpus=() others=()
     for i in $(seq "$REPEAT"); do
       drop; read -r w_base c_base < <(timed baseline $image $target)
       drop; read -r w_hash c_hash < <(timed hashed $image $target)
       drop; read -r w_imp c_imp < <(timed importer $image $target)
       [[ -n $w_base && -n $w_hash && -n $w_imp ]] || exit 1
+      if [[ -n ${OTHER:-} ]]; then
+        drop; read -r w_other c_other < <(timed importer $image $target "$WORK/other")
+        [[ -n $w_other ]] || exit 1
+        others+=("$(echo "$w_other / $w_base" | bc -l)")
+      fi
       base_cpus+=("$c_base")
       walls+=("$(echo "$w_imp / $w_base" | bc -l)")
       cpus+=("$(echo "$c_imp / $c_base" | bc -l)")
       printf '%-22s %2d %6.2f (%6.2f) %6.2f (%6.2f) %6.2f (%6.2f) %6.2f %6.2f %4s MiB  load %s\n' "$image qcow2 -> $target" "$i" \
         "$w_base" "$c_base" "$w_hash" "$c_hash" "$w_imp" "$c_imp" "${walls[-1]}" "${cpus[-1]}" "$(rss_mib)" "$(cut -d' ' -f1 /proc/loadavg)"
+      if [[ -n ${OTHER:-} ]]; then
+        printf '%-22s %2d %33s %6.2f (%6.2f) %6.2f  (other importer)\n' "$image qcow2 -> $target" "$i" "" "$w_other" "$c_other" "${others[-1]}"
+      fi
     done
     printf '%-22s    wall ratio %s; CPU ratio %s (goal: wall <= 1.5)\n' "$image qcow2 -> $target" \
       "$(printf '%s\n' "${walls[@]}" | spread)" "$(printf '%s\n' "${cpus[@]}" | spread)"
+    if [[ -n ${OTHER:-} ]]; then
+      printf '%-22s    other importer: wall ratio %s\n' "$image qcow2 -> $target" "$(printf '%s\n' "${others[@]}" | spread)"
+    fi
     BASE_CPU[$image.$target]=$(printf '%s\n' "${base_cpus[@]}" | median)
   done
 done
