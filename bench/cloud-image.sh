@@ -146,6 +146,7 @@ for image in "${IMAGES[@]}"; do
       drop; read -r w_hash c_hash < <(timed hashed $image $target)
       drop; read -r w_imp c_imp < <(timed importer $image $target)
       [[ -n $w_base && -n $w_hash && -n $w_imp ]] || exit 1
+      rss=$(rss_mib)
       if [[ -n ${OTHER:-} ]]; then
         drop; read -r w_other c_other < <(timed importer $image $target "$WORK/other")
         [[ -n $w_other ]] || exit 1
@@ -155,7 +156,7 @@ for image in "${IMAGES[@]}"; do
       walls+=("$(echo "$w_imp / $w_base" | bc -l)")
       cpus+=("$(echo "$c_imp / $c_base" | bc -l)")
       printf '%-22s %2d %6.2f (%6.2f) %6.2f (%6.2f) %6.2f (%6.2f) %6.2f %6.2f %4s MiB  load %s\n' "$image qcow2 -> $target" "$i" \
-        "$w_base" "$c_base" "$w_hash" "$c_hash" "$w_imp" "$c_imp" "${walls[-1]}" "${cpus[-1]}" "$(rss_mib)" "$(cut -d' ' -f1 /proc/loadavg)"
+        "$w_base" "$c_base" "$w_hash" "$c_hash" "$w_imp" "$c_imp" "${walls[-1]}" "${cpus[-1]}" "$rss" "$(cut -d' ' -f1 /proc/loadavg)"
       if [[ -n ${OTHER:-} ]]; then
         printf '%-22s %2d %33s %6.2f (%6.2f) %6.2f  (other importer)\n' "$image qcow2 -> $target" "$i" "" "$w_other" "$c_other" "${others[-1]}"
       fi
