@@ -131,25 +131,35 @@ func TestSucceededPodEndsTheTaskBeforeTheJob(t *testing.T) {
 func TestImporterPushedResultEndsTheTask(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	task := createTask(t, sampleTask(newNamespace(t), "pushed"))
-	job := waitForJob(t, task)
-	startJob(t, job)
-	waitForStatus(t, task, tasksv1.TaskProcessing)
-	status := importerStatus(t, task, job)
-	push := func(r importresult.Result) {
-		g.Eventually(func() error {
-			return status.ReportResult(ctx, []byte(resultJSON(t, r)), progress.Progress{Phase: "Storing", BytesDone: 10, BytesTotal: 20})
-		}, wait).Should(Succeed()) // RBAC caches settle
+	ns := newNamespace(t)
+	running := func(name string) (*tasksv1.ImageImportTask, func(importresult.Result)) {
+		task := createTask(t, sampleTask(ns, name))
+		job := waitForJob(t, task)
+		startJob(t, job)
+		waitForStatus(t, task, tasksv1.TaskProcessing)
+		status := importerStatus(t, task, job)
+		return task, func(r importresult.Result) {
+			g.Eventually(func() error {
+				return status.ReportResult(ctx, []byte(resultJSON(t, r)), progress.Progress{Phase: "Storing", BytesDone: 10, BytesTotal: 20})
+			}, wait).Should(Succeed()) // RBAC caches settle
+		}
 	}
 
+	// Pushes the reconciler does not take: a failure (the Job may retry),
+	// another image's result. Those tasks wait for their Jobs.
+	failed, push := running("pushed-failure")
 	push(importresult.Result{Reason: "SourceUnreachable", Error: "connection refused"})
+	other, push := running("pushed-other")
 	push(importresult.Result{ImageID: "not-this-task", Size: 1})
-	g.Consistently(func() tasksv1.TaskStatus {
-		got := &tasksv1.ImageImportTask{}
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got)).To(Succeed())
-		return got.Status.Status
-	}, "2s").Should(Equal(tasksv1.TaskProcessing))
+	for _, task := range []*tasksv1.ImageImportTask{failed, other} {
+		g.Consistently(func() tasksv1.TaskStatus {
+			got := &tasksv1.ImageImportTask{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got)).To(Succeed())
+			return got.Status.Status
+		}, "1s").Should(Equal(tasksv1.TaskProcessing), task.Name)
+	}
 
+	task, push := running("pushed")
 	res := importresult.Result{
 		ImageID: imageID(task), Size: 4096, VirtualSize: 8192, SourceFormat: "qcow2", DiskFormat: "raw",
 		Checksum: strings.Repeat("1", 32), OSHashAlgo: "sha512", OSHashValue: strings.Repeat("2", 128), SHA256: strings.Repeat("3", 64),

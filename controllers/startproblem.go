@@ -36,8 +36,10 @@ var (
 // attach/detach controller's event reasons; k8s.io/kubernetes is not
 // importable).
 var containerBlockedReasons = []string{
-	"FailedMount", "FailedMapVolume", "FailedAttachVolume",
+	"FailedMount", "FailedMapVolume", "FailedAttachVolume", "FailedMountOnFilesystemMismatch",
 	"FailedCreatePodSandBox", "FailedCreatePodContainer", "FailedPodSandBoxStatus", "NetworkNotReady",
+	"FailedPrepareDynamicResources",
+	"Failed", // the kubelet's: the pod's data directories, the container's creation
 }
 
 // startProblem says why the importer of a Job that has not finished is not

@@ -67,8 +67,10 @@ func outcomeOf(t *tasksv1.ImageImportTask, o observation) outcome {
 	job := o.job
 	done := finishedCondition(job)
 	switch {
-	case o.result != nil && !o.result.Failed() && (done == nil || done.Type == batchv1.JobComplete):
-		// An importer pod succeeded: the Job is complete or about to be.
+	case o.result != nil && !o.result.Failed():
+		// The importer stored the image and said so: the task succeeded,
+		// whatever the Job does after (it may still be counting the pod,
+		// or reach its deadline while the pod exits).
 		return outcome{tasksv1.TaskSuccess, tasksv1.ReasonSucceeded, ""}
 	case done == nil && o.waiting != nil:
 		status := tasksv1.TaskPending

@@ -95,6 +95,10 @@ func run(args []string) int {
 			cfg.Progress = task
 		}
 	}
+	if task.begin() {
+		fmt.Fprintln(os.Stderr, "nothing to do: the task's import has ended (an earlier attempt stored the image, or the task is final)")
+		return importresult.ExitSuccess
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

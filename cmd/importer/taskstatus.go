@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -27,6 +28,7 @@ type taskStatus struct {
 
 	mu       sync.Mutex // Report may be called from several goroutines
 	last     importer.Progress
+	begun    bool // push runs
 	finished bool
 }
 
@@ -46,16 +48,22 @@ func toTaskStatus(task string, also importer.Reporter) *taskStatus {
 	return pushTo(status, also)
 }
 
+// pushTo returns a taskStatus that pushes to status once begun.
 func pushTo(status *progress.TaskStatus, also importer.Reporter) *taskStatus {
-	t := &taskStatus{status: status, also: also, latest: make(chan importer.Progress, 1),
+	return &taskStatus{status: status, also: also, latest: make(chan importer.Progress, 1),
 		stop: make(chan struct{}), sent: make(chan struct{})}
-	go t.push()
-	return t
 }
 
+// push sends the latest progress, at most every pushInterval, from begin
+// (which has just pushed) until finish.
 func (t *taskStatus) push() {
 	defer close(t.sent)
 	for {
+		select {
+		case <-t.stop:
+			return
+		case <-time.After(pushInterval):
+		}
 		select {
 		case <-t.stop:
 			return
@@ -63,16 +71,36 @@ func (t *taskStatus) push() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			err := t.status.Report(ctx, progressOf(p))
 			cancel()
-			if err != nil {
+			if err != nil && !errors.Is(err, progress.ErrImportEnded) {
 				fmt.Fprintln(os.Stderr, "reporting progress:", err)
 			}
 		}
-		select {
-		case <-t.stop:
-			return
-		case <-time.After(pushInterval):
-		}
 	}
+}
+
+// begin pushes the import's start and waits for the answer. A task whose
+// import has ended refuses it (an earlier attempt of the Job stored the
+// image and pushed its result, then was evicted before it exited; or the
+// task is final): this attempt must not import again. Any other failure
+// leaves the import to run, as progress is not worth failing it for.
+func (t *taskStatus) begin() (ended bool) {
+	if t == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := t.status.Report(ctx, progressOf(importer.Progress{Phase: importer.PhaseFetching}))
+	if errors.Is(err, progress.ErrImportEnded) {
+		return true
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reporting progress:", err)
+	}
+	t.mu.Lock()
+	t.begun = true
+	t.mu.Unlock()
+	go t.push()
+	return false
 }
 
 func (t *taskStatus) Report(p importer.Progress) {
@@ -100,9 +128,11 @@ func (t *taskStatus) finish(res importresult.Result) {
 	t.mu.Lock()
 	t.finished = true
 	close(t.stop)
-	last := t.last
+	last, begun := t.last, t.begun
 	t.mu.Unlock()
-	<-t.sent // a push under way lands before the result
+	if begun {
+		<-t.sent // a push under way lands before the result
+	}
 	b, err := importresult.Marshal(res)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -41,6 +41,9 @@ func TestTaskStatusPushesProgressSparinglyAndTheResultLast(t *testing.T) {
 	}
 
 	task := pushTo(status, &importer.JSONLines{W: io.Discard})
+	if task.begin() {
+		t.Fatal("begin says the import has ended")
+	}
 	for _, phase := range []string{importer.PhaseFetching, importer.PhaseInspecting, importer.PhaseConverting, importer.PhaseStoring, importer.PhaseDone} {
 		task.Report(importer.Progress{Phase: phase, BytesDone: 10, BytesTotal: 10})
 		time.Sleep(20 * time.Millisecond) // phases of a small import are tens of ms apart
@@ -50,8 +53,8 @@ func TestTaskStatusPushesProgressSparinglyAndTheResultLast(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	if len(patches) < 1 || len(patches) > 2 {
-		t.Fatalf("%d status writes for a fast import, want the result and at most one progress: %v", len(patches), patches)
+	if len(patches) != 2 {
+		t.Fatalf("%d status writes for a fast import, want its start and its result: %v", len(patches), patches)
 	}
 	last := patches[len(patches)-1]
 	res, err := importresult.Parse(last["importerResult"].(string))
@@ -60,5 +63,25 @@ func TestTaskStatusPushesProgressSparinglyAndTheResultLast(t *testing.T) {
 	}
 	if phase := last["progress"].(map[string]any)["phase"]; phase != importer.PhaseDone {
 		t.Errorf("the result carries progress phase %v, want the last reported, %s", phase, importer.PhaseDone)
+	}
+}
+
+// An attempt of the Job that starts after another stored the image is
+// refused its first push, and must not import.
+func TestTaskStatusBeginTellsTheImportHasEnded(t *testing.T) {
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+			"message": `imageimporttasks.tasks.imageimport.io "t" is forbidden: ValidatingAdmissionPolicy 'importer-status.tasks.imageimport.io' with binding 'importer-status.tasks.imageimport.io' denied request: ` + progress.EndedMessage + ": its status is final"})
+	}))
+	defer api.Close()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})
+	status, err := progress.New(api.URL, ca, "token", "ns", "task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pushTo(status, &importer.JSONLines{W: io.Discard}).begin() {
+		t.Error("begin did not see that the import has ended")
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -109,8 +111,21 @@ func (t *TaskStatus) patch(ctx context.Context, status map[string]any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("patching %s: HTTP %d", t.url, resp.StatusCode)
+	if resp.StatusCode/100 == 2 {
+		return nil
 	}
-	return nil
+	var refusal struct{ Message string }
+	json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&refusal)
+	if resp.StatusCode == http.StatusForbidden && strings.Contains(refusal.Message, EndedMessage) {
+		return ErrImportEnded
+	}
+	return fmt.Errorf("patching %s: HTTP %d: %s", t.url, resp.StatusCode, refusal.Message)
 }
+
+// EndedMessage is what the API server answers a push into the status of a
+// task whose import has ended (config/policy/importer_status.yaml).
+const EndedMessage = "the import has ended"
+
+// ErrImportEnded is the refusal of a push into a task whose import has
+// ended: another attempt of its Job stored the image, or the task is final.
+var ErrImportEnded = errors.New("the task's import has ended")
