@@ -60,6 +60,13 @@ const DefaultStoreClaimTimeout = 5 * time.Minute
 // watched (there are too many of them in a cluster to cache).
 const containerCreatingRecheck = 30 * time.Second
 
+// DefaultContainerCreatingGrace is how long an importer pod may create its
+// container before its warnings are looked for. A pod starting normally
+// takes a few seconds, and looking is a list of the namespace's events
+// around the cache: once per reconcile of every starting pod, it cost the
+// API server more than the rest of an import (bench/throughput).
+const DefaultContainerCreatingGrace = 10 * time.Second
+
 // ImageImportTaskReconciler reconciles ImageImportTasks.
 type ImageImportTaskReconciler struct {
 	client.Client
@@ -82,6 +89,10 @@ type ImageImportTaskReconciler struct {
 	StoreClaimTimeout time.Duration
 	// MaxConcurrentReconciles bounds the reconciles that run at once.
 	MaxConcurrentReconciles int
+	// ContainerCreatingGrace is how long an importer pod creates its
+	// container before the kubelet's warnings about it are looked for
+	// (DefaultContainerCreatingGrace if zero).
+	ContainerCreatingGrace time.Duration
 
 	// importerCache holds the importer pods, the store claims and the Job
 	// controller's FailedCreate events, and nothing else (label and field
@@ -280,18 +291,33 @@ func (r *ImageImportTaskReconciler) whyNotRunning(ctx context.Context, job *batc
 	var warnings []corev1.Event
 	var recheck time.Duration
 	if pod := pendingPod(pods); pod != nil && creating(pod) {
+		grace := cmp.Or(r.ContainerCreatingGrace, DefaultContainerCreatingGrace)
+		if creatingFor := r.Clock.Since(scheduledAt(pod)); creatingFor < grace {
+			return startProblem(pods, failedCreates, nil), grace - creatingFor, nil
+		}
 		var list corev1.EventList
 		err := r.APIReader.List(ctx, &list, client.InNamespace(pod.Namespace), client.MatchingFieldsSelector{
 			Selector: fields.AndSelectors(
 				fields.OneTermEqualSelector("involvedObject.uid", string(pod.UID)),
 				fields.OneTermEqualSelector("type", corev1.EventTypeWarning)),
-		})
+		}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}}) // the API server's cache, not etcd
 		if err != nil {
 			return nil, 0, fmt.Errorf("listing events of pod %s: %w", pod.Name, err)
 		}
 		warnings, recheck = list.Items, containerCreatingRecheck
 	}
 	return startProblem(pods, failedCreates, warnings), recheck, nil
+}
+
+// scheduledAt is when the pod was bound to its node, or created if that
+// is not known.
+func scheduledAt(pod *corev1.Pod) time.Time {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionTrue {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return pod.CreationTimestamp.Time
 }
 
 // jobPods lists the importer pods of a Job, from reader.

@@ -177,6 +177,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		TaskTTL:                 testTTL,
 		StoreClaimTimeout:       cmp.Or(opts.storeClaimTimeout, testStoreClaimTimeout),
 		MaxConcurrentReconciles: 4,
+		ContainerCreatingGrace:  time.Second, // a stuck pod is told of in a test's time
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		panic(err)
