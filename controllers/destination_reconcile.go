@@ -235,10 +235,19 @@ func (r *ImageImportTaskReconciler) releaseVolume(ctx context.Context, task *tas
 	if !task.Status.Status.Terminal() || task.Status.JobName == "" || volumeOf(task, r.Importer.Destination) == nil {
 		return nil
 	}
+	_, err := r.deleteFinishedImporters(ctx, task)
+	return err
+}
+
+// deleteFinishedImporters deletes the task's importer pods that have
+// ended, and reports whether any pod of the task is still there (running,
+// or being deleted: the kubelet removes a pod once its volumes are
+// unmounted).
+func (r *ImageImportTaskReconciler) deleteFinishedImporters(ctx context.Context, task *tasksv1.ImageImportTask) (held bool, err error) {
 	var pods corev1.PodList
 	if err := r.importerCache.List(ctx, &pods, client.InNamespace(task.Namespace),
 		client.MatchingLabels{tasksv1.LabelTaskUID: string(task.UID)}); err != nil {
-		return fmt.Errorf("listing the importer pods: %w", err)
+		return false, fmt.Errorf("listing the importer pods: %w", err)
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
@@ -246,8 +255,8 @@ func (r *ImageImportTaskReconciler) releaseVolume(ctx context.Context, task *tas
 			continue // a running pod is the Job controller's to stop
 		}
 		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("deleting the finished importer pod %s, which holds the image's volume: %w", p.Name, err)
+			return true, fmt.Errorf("deleting the finished importer pod %s, which holds the image's volume: %w", p.Name, err)
 		}
 	}
-	return nil
+	return len(pods.Items) > 0, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
@@ -138,17 +137,37 @@ func TestVolumeImageLifecycle(t *testing.T) {
 	job := waitForJob(t, task)
 	id := taskImageID(task)
 	startJob(t, job)
-	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: id, Size: 1 << 20, VirtualSize: 1 << 30,
-		Checksum: "0123456789abcdef0123456789abcdef", OSHashAlgo: "sha512", OSHashValue: "ab12", SHA256: sha256Hex, DiskFormat: "raw"}), time.Now())
-	completeJob(t, job)
+	// The importer's pod ends. The kubelet removes a deleted pod once its volumes are
+	// unmounted: played here by a finalizer.
+	pod := createPod(t, job, job.Name+"-a")
+	pod.Finalizers = append(pod.Finalizers, "test.imageimport.io/kubelet")
+	g.Expect(k8sClient.Update(ctx, pod)).To(Succeed())
+	result := resultJSON(t, importresult.Result{ImageID: id, Size: 1 << 20, VirtualSize: 1 << 30,
+		Checksum: "0123456789abcdef0123456789abcdef", OSHashAlgo: "sha512", OSHashValue: "ab12", SHA256: sha256Hex, DiskFormat: "raw"})
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: importerContainer, Image: job.Spec.Template.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: result}},
+	}}})
+	// The finished importer pod is deleted, and the task succeeds only once it is gone: the
+	// kubelet applies a consumer's fsGroup to a local volume only when no other pod has it
+	// mounted. Also, a pod in any phase keeps its claims from being deleted
+	// (kubernetes.io/pvc-protection), and the volume must go with its Image.
+	g.Eventually(func() bool {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+		return pod.DeletionTimestamp != nil
+	}, wait).Should(BeTrue(), "the finished importer pod is not deleted")
+	g.Consistently(func() tasksv1.TaskStatus {
+		now := &tasksv1.ImageImportTask{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), now)).To(Succeed())
+		return now.Status.Status
+	}, "2s").Should(Equal(tasksv1.TaskProcessing), "the task succeeded while its importer pod still holds the volume")
+	pod.Finalizers = nil
+	g.Expect(k8sClient.Update(ctx, pod)).To(Succeed())
 	got := waitForStatus(t, task, tasksv1.TaskSuccess)
 	g.Expect(got.Status.Image.Location).To(Equal("pvc://" + ns + "/" + id + "/disk.img"))
 	g.Expect(got.Status.Image.SHA256).To(Equal(sha256Hex))
-	// Its finished importer pod goes: a pod in any phase keeps its claims from being deleted
-	// (kubernetes.io/pvc-protection), and the volume must go with its Image.
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: job.Name + "-a"}, &corev1.Pod{}))
-	}, wait).Should(BeTrue(), "the finished importer pod still holds the volume")
+	g.Expect(got.Status.ImporterResult).To(BeEmpty())
+	completeJob(t, job)
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed(), "the Job stays")
 	img := waitForImage(t, ns, id, tasksv1.ImageActive)
 	g.Expect(img.Status.Location).To(Equal("pvc://" + ns + "/" + id + "/disk.img"))

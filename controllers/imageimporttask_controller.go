@@ -192,12 +192,15 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 			"Job %s already exists and does not belong to this task.", job.Name)), nil
 	}
 	obs := observation{job: job, storeLocation: imageLocation(task, r.Importer)}
-	if res := pushedResult(task); res != nil {
-		// The importer stored the image and said so in the status, before
-		// it exited: the task is done, seconds before the kubelet reports
-		// the pod's end.
-		obs.result = res
-		return obs, nil
+	pods, err := r.jobPods(ctx, r.importerCache, job)
+	if err != nil {
+		return observation{}, err
+	}
+	// The importer stored the image and said so: in the status, pushed
+	// before it exited, or as its pod's end. The task is done, seconds
+	// before the Job controller counts the pod.
+	if res := cmp.Or(pushedResult(task), succeededResult(pods)); res != nil {
+		return r.succeeded(ctx, task, obs, res)
 	}
 	done := finishedCondition(job)
 	if done != nil {
@@ -216,17 +219,6 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 		// The Job controller is ending the Job, and deletes its pods: what
 		// they said about why they did not start stays until it has ended.
 		obs.waiting = startProblemOf(task)
-		return obs, nil
-	}
-	pods, err := r.jobPods(ctx, r.importerCache, job)
-	if err != nil {
-		return observation{}, err
-	}
-	if res := succeededResult(pods); res != nil {
-		// The importer stored the image and said so: the task is done. The
-		// Job controller counts the pod a second or more later (it batches
-		// pod updates); nothing it decides then can change the outcome.
-		obs.result = res
 		return obs, nil
 	}
 	obs.waiting, obs.recheck, err = r.whyNotRunning(ctx, job, pods)
@@ -371,6 +363,30 @@ func lastResult(pods []corev1.Pod) (*importresult.Result, string) {
 		msg += ": " + last.Message
 	}
 	return nil, truncate(msg, 1024)
+}
+
+// succeeded observes a stored image. Into a volume, the task ends only once
+// the importer pods are gone: the kubelet applies a consumer pod's fsGroup
+// to a local volume only when no other pod has it mounted, so a virtual
+// machine started at once would be denied its disk. Meanwhile the result
+// waits in the status, since the pods that told it are deleted.
+func (r *ImageImportTaskReconciler) succeeded(ctx context.Context, task *tasksv1.ImageImportTask, obs observation, res *importresult.Result) (observation, error) {
+	if volumeOf(task, r.Importer.Destination) != nil {
+		if task.Status.ImporterResult == "" {
+			b, err := importresult.Marshal(*res)
+			if err != nil {
+				return observation{}, err
+			}
+			task.Status.ImporterResult = string(b)
+		}
+		held, err := r.deleteFinishedImporters(ctx, task)
+		if err != nil || held {
+			obs.releasing = true
+			return obs, err // the pods' deletion brings us back
+		}
+	}
+	obs.result = res
+	return obs, nil
 }
 
 // pushedResult is the successful import result the importer pushed into

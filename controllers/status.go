@@ -32,6 +32,9 @@ type observation struct {
 	podMessage string
 	// storeLocation is where a successful import's image is.
 	storeLocation string
+	// releasing is set while a volume's importer pods go, before the
+	// stored image is reported.
+	releasing bool
 	// waiting is what keeps the importer from starting, if anything.
 	waiting *problem
 	// recheck is when to look again at a task that waits, if no watch
@@ -67,6 +70,8 @@ func outcomeOf(t *tasksv1.ImageImportTask, o observation) outcome {
 	job := o.job
 	done := finishedCondition(job)
 	switch {
+	case o.releasing:
+		return outcome{tasksv1.TaskProcessing, tasksv1.ReasonImporting, ""}
 	case o.result != nil && !o.result.Failed():
 		// The importer stored the image and said so: the task succeeded,
 		// whatever the Job does after (it may still be counting the pod,
