@@ -239,24 +239,37 @@ func (r *ImageImportTaskReconciler) releaseVolume(ctx context.Context, task *tas
 	return err
 }
 
+// DefaultImporterReleaseWait bounds how long a volume import waits for its
+// deleted importer pods to go: a pod whose node stopped answering stays
+// Terminating until the node is removed, and the import is done.
+const DefaultImporterReleaseWait = 2 * time.Minute
+
 // deleteFinishedImporters deletes the task's importer pods that have
-// ended, and reports whether any pod of the task is still there (running,
-// or being deleted: the kubelet removes a pod once its volumes are
-// unmounted).
-func (r *ImageImportTaskReconciler) deleteFinishedImporters(ctx context.Context, task *tasksv1.ImageImportTask) (held bool, err error) {
+// ended, and reports how long to wait for those still there (running, or
+// being deleted: the kubelet removes a pod once its volumes are unmounted);
+// zero when none is, or none deleted within the release wait.
+func (r *ImageImportTaskReconciler) deleteFinishedImporters(ctx context.Context, task *tasksv1.ImageImportTask) (wait time.Duration, err error) {
 	var pods corev1.PodList
 	if err := r.importerCache.List(ctx, &pods, client.InNamespace(task.Namespace),
 		client.MatchingLabels{tasksv1.LabelTaskUID: string(task.UID)}); err != nil {
-		return false, fmt.Errorf("listing the importer pods: %w", err)
+		return 0, fmt.Errorf("listing the importer pods: %w", err)
 	}
+	bound := cmp.Or(r.ImporterReleaseWait, DefaultImporterReleaseWait)
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if p.DeletionTimestamp != nil || (p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed) {
-			continue // a running pod is the Job controller's to stop
-		}
-		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
-			return true, fmt.Errorf("deleting the finished importer pod %s, which holds the image's volume: %w", p.Name, err)
+		switch {
+		case p.DeletionTimestamp != nil:
+			if left := bound - r.Clock.Since(p.DeletionTimestamp.Time); left > 0 {
+				wait = max(wait, left)
+			}
+		case p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
+			wait = max(wait, bound) // the Job controller's to stop; its end brings us back
+		default:
+			if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
+				return bound, fmt.Errorf("deleting the finished importer pod %s, which holds the image's volume: %w", p.Name, err)
+			}
+			wait = max(wait, bound)
 		}
 	}
-	return len(pods.Items) > 0, nil
+	return wait, nil
 }

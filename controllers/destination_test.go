@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
@@ -398,4 +399,35 @@ func TestVolumeBytesFor(t *testing.T) {
 	g.Expect(volumeBytesFor(1<<30, corev1.PersistentVolumeBlock)).To(Equal(int64(1 << 30)))
 	// 1 GiB / 0.945 = 1083.6 MiB, rounded up to the MiB.
 	g.Expect(volumeBytesFor(1<<30, corev1.PersistentVolumeFilesystem)).To(Equal(int64(1084 << 20)))
+}
+
+// A volume import waits for its deleted importer pod to go, but not forever:
+// a pod whose node stopped answering stays Terminating until the node is
+// removed, and the image is stored.
+func TestVolumeImportDoesNotWaitForeverForItsPod(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespaceWithoutClaim(t)
+	task := createTask(t, volumeTask(ns, "stuck-pod", &tasksv1.VolumeDestination{StorageClassName: ptr.To("fast")}))
+	job := waitForJob(t, task)
+	startJob(t, job)
+	pod := createPod(t, job, job.Name+"-a")
+	pod.Finalizers = append(pod.Finalizers, "test.imageimport.io/kubelet-gone")
+	g.Expect(k8sClient.Update(ctx, pod)).To(Succeed())
+	t.Cleanup(func() {
+		if k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod) == nil {
+			pod.Finalizers = nil
+			k8sClient.Update(ctx, pod)
+		}
+	})
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: importerContainer, Image: job.Spec.Template.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed",
+			Message: resultJSON(t, importresult.Result{ImageID: taskImageID(task), Size: 1 << 20, VirtualSize: 1 << 20, DiskFormat: "raw"})}},
+	}}})
+	start := time.Now()
+	waitForStatus(t, task, tasksv1.TaskSuccess)
+	g.Expect(time.Since(start)).To(BeNumerically(">=", 4*time.Second), "the task did not wait for its pod at all")
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+	g.Expect(pod.DeletionTimestamp).NotTo(BeNil(), "the pod is still there, being deleted")
 }

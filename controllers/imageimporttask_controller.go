@@ -93,6 +93,9 @@ type ImageImportTaskReconciler struct {
 	// container before the kubelet's warnings about it are looked for
 	// (DefaultContainerCreatingGrace if zero).
 	ContainerCreatingGrace time.Duration
+	// ImporterReleaseWait bounds the wait of a volume import for its
+	// deleted importer pods to go (DefaultImporterReleaseWait if zero).
+	ImporterReleaseWait time.Duration
 
 	// importerCache holds the importer pods, the store claims and the Job
 	// controller's FailedCreate events, and nothing else (label and field
@@ -379,10 +382,10 @@ func (r *ImageImportTaskReconciler) succeeded(ctx context.Context, task *tasksv1
 			}
 			task.Status.ImporterResult = string(b)
 		}
-		held, err := r.deleteFinishedImporters(ctx, task)
-		if err != nil || held {
-			obs.releasing = true
-			return obs, err // the pods' deletion brings us back
+		wait, err := r.deleteFinishedImporters(ctx, task)
+		if err != nil || wait > 0 {
+			obs.releasing, obs.recheck = true, wait
+			return obs, err // the pods' deletion brings us back, or the end of the wait
 		}
 	}
 	obs.result = res

@@ -178,6 +178,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		StoreClaimTimeout:       cmp.Or(opts.storeClaimTimeout, testStoreClaimTimeout),
 		MaxConcurrentReconciles: 4,
 		ContainerCreatingGrace:  time.Second, // a stuck pod is told of in a test's time
+		ImporterReleaseWait:     5 * time.Second,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		panic(err)
