@@ -26,10 +26,9 @@ type taskStatus struct {
 	stop   chan struct{} // closed by finish: no more progress pushes
 	sent   chan struct{} // closed when the background pushes have ended
 
-	mu       sync.Mutex // Report may be called from several goroutines
-	last     importer.Progress
-	begun    bool // push runs
-	finished bool
+	mu    sync.Mutex // Report may be called from several goroutines
+	last  importer.Progress
+	begun bool // push runs
 }
 
 // pushInterval is the least time between two progress pushes: the
@@ -107,9 +106,6 @@ func (t *taskStatus) Report(p importer.Progress) {
 	t.also.Report(p)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.finished {
-		return
-	}
 	t.last = p
 	select {
 	case <-t.latest: // drop what was not sent yet: only the newest matters
@@ -126,8 +122,7 @@ func (t *taskStatus) finish(res importresult.Result) {
 		return
 	}
 	t.mu.Lock()
-	t.finished = true
-	close(t.stop)
+	close(t.stop) // push ends: a later Report goes nowhere
 	last, begun := t.last, t.begun
 	t.mu.Unlock()
 	if begun {

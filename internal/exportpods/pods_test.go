@@ -101,25 +101,36 @@ func kubelet(t *testing.T, ns, dir string, port int) (started func() int) {
 	return func() int { n := <-count; count <- n; return n }
 }
 
-func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
-	ctx := context.Background()
+// newExport makes what a test of Pods needs: a namespace, a store
+// directory holding image "img", Pods on a free loopback port, and the
+// Image whose location is that file.
+func newExport(t *testing.T, startTimeout time.Duration) (*corev1.Namespace, string, *Pods, *tasksv1.Image) {
+	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "export-"}}
-	if err := k8sClient.Create(ctx, ns); err != nil {
+	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "img"), []byte("image bytes"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	started := kubelet(t, ns.Name, dir, port)
 	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
-		IdleTimeout: time.Minute, StartTimeout: 20 * time.Second, Port: port, HTTP: http.DefaultClient}
-
+		IdleTimeout: time.Minute, StartTimeout: startTimeout, Port: port, HTTP: http.DefaultClient}
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
 		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}
+	return ns, dir, p, img
+}
+
+func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
+	ctx := context.Background()
+	ns, dir, p, img := newExport(t, 20*time.Second)
+	started := kubelet(t, ns.Name, dir, p.Port)
 	read := func(offset int64) string {
 		t.Helper()
 		f, size, err := p.Open(ctx, img)
@@ -195,19 +206,8 @@ func TestPodsStartAnExportPodAndReadThroughIt(t *testing.T) {
 // start one export pod, not one each.
 func TestPodsTrustOnlyTheirOwnPodAndStartOne(t *testing.T) {
 	ctx := context.Background()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "export-"}}
-	if err := k8sClient.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "img"), []byte("image bytes"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
-		IdleTimeout: time.Minute, StartTimeout: 20 * time.Second, Port: port, HTTP: http.DefaultClient}
+	ns, dir, p, img := newExport(t, 20*time.Second)
+	port := p.Port
 
 	// The impostor: our labels, running and ready at an address of its own
 	// where a server records what it is sent.
@@ -237,8 +237,6 @@ func TestPodsTrustOnlyTheirOwnPodAndStartOne(t *testing.T) {
 	}
 
 	started := kubelet(t, ns.Name, dir, port)
-	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
-		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
@@ -269,14 +267,7 @@ func TestPodsTrustOnlyTheirOwnPodAndStartOne(t *testing.T) {
 // download starts another instead of waiting on it forever.
 func TestPodsDeleteAPodThatNeverBecomesReady(t *testing.T) {
 	ctx := context.Background()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "export-"}}
-	if err := k8sClient.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
-		IdleTimeout: time.Minute, StartTimeout: time.Second, Port: 1, HTTP: http.DefaultClient}
-	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
-		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}
+	ns, _, p, img := newExport(t, time.Second)
 	if _, _, err := p.Open(ctx, img); err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Fatalf("Open: %v, want a not-ready error", err)
 	}
