@@ -228,9 +228,12 @@ func (s *Server) canModify(ctx context.Context, id *Identity, g glanceImage) boo
 // for an original the caller may not see.
 func (s *Server) findImage(ctx context.Context, id *Identity, imageID string) (*glanceImage, error) {
 	imageID = strings.ToLower(imageID)
-	if ns, err := s.namespaceOf(ctx, id); err == nil {
+	own, err := s.namespaceOf(ctx, id)
+	if err != nil {
+		own = "" // no namespace of its own: every Image is another's
+	} else {
 		var img tasksv1.Image
-		err := s.reader().Get(ctx, client.ObjectKey{Namespace: ns, Name: imageID}, &img)
+		err := s.reader().Get(ctx, client.ObjectKey{Namespace: own, Name: imageID}, &img)
 		switch {
 		case err == nil:
 			return s.imageIfVisible(ctx, id, &img)
@@ -242,10 +245,13 @@ func (s *Server) findImage(ctx context.Context, id *Identity, imageID string) (*
 	if err := s.Cache.List(ctx, &list, client.MatchingFields{indexImageName: imageID}); err != nil {
 		return nil, err
 	}
-	if len(list.Items) == 0 {
+	// The API server has just said the own namespace has no such Image:
+	// the cache's copy there is one it has not yet seen deleted.
+	others := slices.DeleteFunc(list.Items, func(img tasksv1.Image) bool { return img.Namespace == own })
+	if len(others) == 0 {
 		return nil, nil
 	}
-	oldest := slices.MinFunc(list.Items, olderImage)
+	oldest := slices.MinFunc(others, olderImage)
 	return s.imageIfVisible(ctx, id, &oldest)
 }
 
