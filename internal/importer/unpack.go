@@ -60,7 +60,7 @@ func (cfg *Config) refusal(err error) *Failure {
 	switch r.Kind {
 	case unpack.Corrupt:
 		return permanent(importresult.ReasonCorruptSource, err, "%s.", r.Reason)
-	case unpack.TooLarge, unpack.Bomb:
+	case unpack.TooLarge, unpack.Bomb, unpack.Demanding:
 		return permanent(importresult.ReasonLimitExceeded, err, "%s.", r.Reason)
 	case unpack.Unsafe:
 		return permanent(importresult.ReasonUnsafeImage, err, "Refused an unsafe source: %s.", lowerFirst(r.Reason))

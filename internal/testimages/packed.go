@@ -1,6 +1,7 @@
 package testimages
 
 import (
+	"archive/tar"
 	"bytes"
 	"fmt"
 	"io"
@@ -80,6 +81,43 @@ func Bomb(t testing.TB, dir, tool string, size int64) string {
 	}
 	os.Remove(one)
 	return write(t, filepath.Join(dir, fmt.Sprintf("bomb-%d.%s", size, tool)), bytes.Repeat(stream, int(size/unit)))
+}
+
+// OVABomb writes, with the named tool, a compressed OVA holding an OVF
+// descriptor, the disk it references (disk bytes) and then an entry of
+// junk zeros of junk bytes (a multiple of 64 MiB), which an OVA reader
+// skips: the descriptor and the disk, the junk as Bomb makes it, and the
+// tar's end, each its own compressed stream.
+func OVABomb(t testing.TB, dir, tool string, disk []byte, junk int64) string {
+	t.Helper()
+	var head bytes.Buffer
+	tw := tar.NewWriter(&head)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{"vm.ovf", []byte(OVFDescriptor("vm", "disk1.vmdk"))}, {"disk1.vmdk", disk}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(f.data)
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: "junk", Mode: 0o644, Size: junk, Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
+		t.Fatal(err)
+	} // not closed: the junk's bytes follow in streams of their own
+	var bomb []byte
+	for _, part := range []string{
+		compressFrom(t, tool, &head, filepath.Join(dir, "head."+tool)),
+		Bomb(t, dir, tool, junk),
+		compressFrom(t, tool, io.LimitReader(zeros{}, 2*512), filepath.Join(dir, "end."+tool)), // the end of the archive
+	} {
+		b, err := os.ReadFile(part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(part)
+		bomb = append(bomb, b...)
+	}
+	return write(t, filepath.Join(dir, "bomb.ova."+tool), bomb)
 }
 
 type zeros struct{}

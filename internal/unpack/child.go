@@ -48,6 +48,9 @@ type tool struct {
 	outOfMemory func(said string) bool
 	// truncated tells whether it said that the stream ended too soon.
 	truncated func(said string) bool
+	// demanding tells from all it said whether the stream needs more
+	// memory than its limit lets it use.
+	demanding func(said string) bool
 }
 
 // childMemory is the RLIMIT_DATA of a decompressor: a few threads, with
@@ -71,7 +74,7 @@ var tools = map[string]tool{
 		return []string{"-d", "-c", "-Q", fmt.Sprintf("-T%d", threads()),
 			fmt.Sprintf("--memlimit-decompress=%d", maxWindow+16<<20),
 			fmt.Sprintf("--memlimit-mt-decompress=%d", childMemory/2)}
-	}, outOfMemory: saysOutOfMemory, truncated: says("unexpected end of input")},
+	}, outOfMemory: saysOutOfMemory, truncated: says("unexpected end of input"), demanding: says("memory usage limit reached")},
 }
 
 var saysOutOfMemory = says("cannot allocate memory", "out of memory", "not enough memory")
@@ -251,7 +254,9 @@ func (c *childReader) classify(err error) error {
 	if said == "" {
 		said = err.Error()
 	}
-	return &streamError{program: c.tool.program, said: said, truncated: c.tool.truncated != nil && c.tool.truncated(said)}
+	return &streamError{program: c.tool.program, said: said,
+		truncated: c.tool.truncated != nil && c.tool.truncated(said),
+		demanding: c.tool.demanding != nil && c.tool.demanding(c.stderr.all())}
 }
 
 // Close kills the child if it still runs, and waits for it. The feeder may
@@ -286,8 +291,8 @@ func (e *ChildError) Unwrap() error { return e.Err }
 // streamError is a decompressor's refusal of its input: it is corrupt, or
 // it ended too soon.
 type streamError struct {
-	program, said string
-	truncated     bool
+	program, said        string
+	truncated, demanding bool
 }
 
 func (e *streamError) Error() string { return e.program + ": " + e.said }
@@ -306,6 +311,13 @@ func (t *tail) Write(p []byte) (int, error) {
 		t.buf = t.buf[len(t.buf)-4096:]
 	}
 	return len(p), nil
+}
+
+// all is what it kept.
+func (t *tail) all() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
 }
 
 // last is the last line written, without the program's name, cut to fit a

@@ -2,9 +2,12 @@ package unpack
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -265,4 +268,132 @@ func noChildLeft(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Every byte a compressed OVA unpacks to counts against the limits, not
+// only the disk's: the entries the OVA reader skips are decompressed all
+// the same (a few hundred KiB of junk entry would cost hours of CPU).
+func TestBothDecodersBoundEveryByteOfAnOVA(t *testing.T) {
+	dir := t.TempDir()
+	disk := bytes.Repeat([]byte("disk"), 4096)
+	bombs := map[string][]byte{}
+	for _, c := range testimages.Compressors {
+		b, err := os.ReadFile(testimages.OVABomb(t, dir, c.Name, disk, 192<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bombs[c.Name] = b
+	}
+	decoders(t, func(t *testing.T, want func(string) string) {
+		for _, c := range testimages.Compressors {
+			for _, tc := range []struct {
+				name string
+				opt  Options
+				kind Kind
+			}{
+				{"size", Options{OVA: true, MaxSize: 100 << 20}, TooLarge},
+				{"ratio", Options{OVA: true, MaxRatio: 1000}, Bomb},
+			} {
+				t.Run(c.Name+"/"+tc.name, func(t *testing.T) {
+					w := &chunked{}
+					rep, err := Stream(bytes.NewReader(bombs[c.Name]), w, tc.opt)
+					var refusal *Error
+					if !errors.As(err, &refusal) || refusal.Kind != tc.kind {
+						t.Fatalf("err %v, want a refusal of kind %d", err, tc.kind)
+					}
+					if w.n != int64(len(disk)) || rep.Decoder != want(c.Name) {
+						t.Errorf("wrote %d bytes, want the disk's %d; report %+v", w.n, len(disk), rep)
+					}
+					noChildLeft(t)
+				})
+			}
+		}
+	})
+}
+
+// A compressed OVA is read to the end of its stream, where its decoder
+// checks the stream's checksum: the tar ends before, and a stream whose
+// checksum does not match may hold a changed disk.
+func TestBothDecodersCheckACompressedOVAsChecksum(t *testing.T) {
+	dir, disk := ovaFixtures(t)
+	// A byte of each format's last checksum: gzip's ISIZE, xz's stream
+	// footer, zstd's content checksum, bzip2's stream CRC.
+	fromEnd := map[string]int{"gzip": 1, "xz": 6, "zstd": 1, "bzip2": 2}
+	files := map[string][]byte{}
+	for _, c := range testimages.Compressors {
+		files[c.Name], _ = os.ReadFile(testimages.Compress(t, c.Name, filepath.Join(dir, "good.ova"), filepath.Join(dir, "good.ova."+c.Ext)))
+	}
+	decoders(t, func(t *testing.T, want func(string) string) {
+		for _, c := range testimages.Compressors {
+			t.Run(c.Name, func(t *testing.T) {
+				var out bytes.Buffer
+				rep, err := Stream(bytes.NewReader(files[c.Name]), &out, Options{OVA: true})
+				if err != nil || !bytes.Equal(out.Bytes(), disk) || rep.CompressedSize != int64(len(files[c.Name])) || rep.Decoder != want(c.Name) {
+					t.Fatalf("the OVA: %v, report %+v", err, rep)
+				}
+				bad := bytes.Clone(files[c.Name])
+				bad[len(bad)-fromEnd[c.Name]] ^= 0x10
+				_, err = Stream(bytes.NewReader(bad), io.Discard, Options{OVA: true})
+				var refusal *Error
+				if !errors.As(err, &refusal) || refusal.Kind != Corrupt {
+					t.Errorf("a changed checksum: err %v, want a corrupt stream", err)
+				}
+				noChildLeft(t)
+			})
+		}
+	})
+}
+
+// A stream that needs a larger window than the importer decodes with is
+// refused as such, naming the limit, rather than called corrupt.
+func TestBothDecodersRefuseAWindowOverTheLimit(t *testing.T) {
+	testimages.RequireTool(t, "zstd", "xz")
+	data := bytes.Repeat([]byte("window "), 1<<16)
+	zst := run(t, data, "zstd", "-c", "-q", "--long=28")                 // from a pipe: no content size shrinks the window
+	xz := withXZDictionary(t, run(t, data, "xz", "-c", "-T1", "-0"), 32) // 256 MiB
+	decoders(t, func(t *testing.T, want func(string) string) {
+		for name, src := range map[string][]byte{"zstd": zst, "xz": xz} {
+			t.Run(name, func(t *testing.T) {
+				rep, err := Stream(bytes.NewReader(src), io.Discard, Options{})
+				var refusal *Error
+				if !errors.As(err, &refusal) || refusal.Kind != Demanding || !strings.Contains(err.Error(), "window of more than 128 MiB") {
+					t.Fatalf("err %v, want a window over the limit", err)
+				}
+				if rep.Decoder != want(name) {
+					t.Errorf("decoded by %s, want %s", rep.Decoder, want(name))
+				}
+				noChildLeft(t)
+			})
+		}
+	})
+}
+
+// run pipes data through a program and returns what it writes.
+func run(t *testing.T, data []byte, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(data)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return out
+}
+
+// withXZDictionary rewrites the LZMA2 dictionary size that the first block
+// header of a single-threaded xz stream declares (its property byte, 0 to
+// 40), and the header's CRC32: a stream that asks for a dictionary that
+// compressing would have needed gigabytes for.
+func withXZDictionary(t *testing.T, stream []byte, prop byte) []byte {
+	t.Helper()
+	b := bytes.Clone(stream)
+	const start = 12 // after the stream header
+	size := (int(b[start]) + 1) * 4
+	flags := b[start+1]
+	if flags != 0 || b[start+2] != 0x21 || b[start+3] != 1 { // no sizes, one filter: LZMA2, one property byte
+		t.Fatalf("not a block header of xz -T1: % x", b[start:start+size])
+	}
+	b[start+4] = prop
+	binary.LittleEndian.PutUint32(b[start+size-4:], crc32.ChecksumIEEE(b[start:start+size-4]))
+	return b
 }

@@ -37,7 +37,7 @@ type OVA struct {
 
 // maxDescriptor bounds the OVF descriptor read into memory: VMware's and
 // VirtualBox's are tens of KiB.
-const maxDescriptor = 4 << 20
+const maxDescriptor = 1 << 20
 
 // ova streams the disk of the OVA r to w.
 func (s *stream) ova(w io.Writer, r io.Reader) error {
@@ -64,7 +64,7 @@ func (s *stream) ova(w io.Writer, r io.Reader) error {
 		return err
 	}
 	ova := desc.OVA
-	ova.Descriptor = cut(entryName(hdr.Name), 128)
+	ova.Descriptor = printable(entryName(hdr.Name), 128)
 	s.rep.OVA = &ova
 	found := false
 	for {

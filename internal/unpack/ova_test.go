@@ -34,6 +34,7 @@ func TestParseOVF(t *testing.T) {
 		{"empty", "", Invalid, "no Envelope"},
 		{"an entity", `<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]><Envelope>&x;</Envelope>`, Invalid, "not valid XML"},
 		{"deep", "<Envelope>" + strings.Repeat("<a>", 100) + strings.Repeat("</a>", 100) + "</Envelope>", Invalid, "nests elements"},
+		{"attributes", strings.Replace(vmware, "<DiskSection>", "<DiskSection"+strings.Repeat(` a=""`, maxAttributes)+">", 1), Invalid, "over the limit of 16384"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,6 +66,20 @@ func TestOVFTextFitsTheResult(t *testing.T) {
 	}
 	if len(d.Product) > 64+len("…") || strings.ContainsAny(d.Product, "\n\t") {
 		t.Errorf("product %q", d.Product)
+	}
+}
+
+// The disk's entry name reaches the task's status: one printable line,
+// while the entry is matched by its exact name.
+func TestOVFEntryFitsTheResult(t *testing.T) {
+	href := "d\u202eisk\nx\t.vmdk"
+	ovf := strings.Replace(testimages.OVFDescriptor("vm", "disk1.vmdk"), `ovf:href="disk1.vmdk"`, `ovf:href="d&#x202E;isk&#10;x&#9;.vmdk"`, 1)
+	d, err := parseOVF([]byte(ovf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.href != href || d.Entry != "d isk x .vmdk" {
+		t.Errorf("href %q, entry %q", d.href, d.Entry)
 	}
 }
 

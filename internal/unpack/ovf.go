@@ -21,6 +21,14 @@ type descriptor struct {
 // about eight deep).
 const maxDepth = 64
 
+// maxAttributes bounds the attributes of a descriptor (a VMware one has a
+// few hundred): encoding/xml makes each one a few allocations, and a
+// descriptor of nothing but attributes would cost tens of times its size.
+const maxAttributes = 16 << 10
+
+// ovfDisk is a Disk of the DiskSection.
+type ovfDisk struct{ fileRef, format string }
+
 // ovfFile is a File of the References section.
 type ovfFile struct {
 	href, compression, chunkSize string
@@ -32,12 +40,15 @@ type ovfFile struct {
 // predefined ones and reads no DTD, so the descriptor cannot name files
 // or grow.
 func parseOVF(raw []byte) (*descriptor, error) {
+	if n := bytes.Count(raw, []byte("=")); n > maxAttributes { // an attribute has one
+		return nil, refuse(Invalid, nil, "The OVF descriptor has %d attributes or more, over the limit of %d", n, maxAttributes)
+	}
 	d := xml.NewDecoder(bytes.NewReader(raw))
 	var (
 		stack   []string
 		files   = map[string]ovfFile{}
-		disks   []xml.StartElement // Disks that reference a file
-		text    *string            // where the current element's text goes
+		disks   []ovfDisk // Disks that reference a file
+		text    *string   // where the current element's text goes
 		buf     strings.Builder
 		systems int
 		root    bool
@@ -70,8 +81,8 @@ func parseOVF(raw []byte) (*descriptor, error) {
 			case parent == "References" && t.Name.Local == "File":
 				files[attr(t, "id")] = ovfFile{href: attr(t, "href"), compression: attr(t, "compression"), chunkSize: attr(t, "chunkSize")}
 			case parent == "DiskSection" && t.Name.Local == "Disk":
-				if attr(t, "fileRef") != "" { // a blank disk has no file to import
-					disks = append(disks, t)
+				if ref := attr(t, "fileRef"); ref != "" { // a blank disk has no file to import
+					disks = append(disks, ovfDisk{fileRef: ref, format: attr(t, "format")})
 				}
 			case t.Name.Local == "VirtualSystem":
 				if systems++; systems == 1 {
@@ -111,7 +122,7 @@ func parseOVF(raw []byte) (*descriptor, error) {
 	default:
 		return nil, refuse(Invalid, nil, "The OVF descriptor references %d disks; only an OVA with one disk can be imported", len(disks))
 	}
-	ref := attr(disks[0], "fileRef")
+	ref := disks[0].fileRef
 	f, ok := files[ref]
 	switch {
 	case !ok:
@@ -126,8 +137,8 @@ func parseOVF(raw []byte) (*descriptor, error) {
 		return nil, err
 	}
 	desc.href = href
-	desc.Entry = cut(href, 128)
-	desc.DiskFormat = cut(attr(disks[0], "format"), 128)
+	desc.Entry = printable(href, 128)
+	desc.DiskFormat = printable(disks[0].format, 128)
 	return &desc, nil
 }
 
@@ -162,7 +173,12 @@ func attr(e xml.StartElement, local string) string {
 
 // clean makes a descriptor's text fit for a result: one line of printable
 // characters, at most 64 bytes.
-func clean(s string) string {
+func clean(s string) string { return printable(s, 64) }
+
+// printable is s as one line of printable characters (runs of others, and
+// of spaces, become one space: no newline, tab or bidirectional control
+// reaches a status), at most n bytes.
+func printable(s string, n int) string {
 	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }), " ")
-	return cut(s, 64)
+	return cut(s, n)
 }

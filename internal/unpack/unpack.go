@@ -70,6 +70,9 @@ const (
 	// Invalid: not an OVA as the specification defines it, or one that
 	// holds other than exactly one disk.
 	Invalid
+	// Demanding: a stream whose decoder needs a window (a dictionary)
+	// over maxWindow.
+	Demanding
 )
 
 // Error is a refusal of the source's bytes: trying again cannot help.
@@ -93,6 +96,9 @@ type codec struct {
 	// open returns a reader of the decompressed stream. Its errors are
 	// the source's own or mean that the stream is corrupt.
 	open func(r io.Reader) (io.ReadCloser, error)
+	// demanding is the error of open's reader for a stream whose window
+	// is over maxWindow; nil: the format has no window to bound.
+	demanding error
 }
 
 // codecs are the formats, each registered by its own file.
@@ -131,7 +137,9 @@ type stream struct {
 	opt     Options
 	src     *source
 	rep     Report
+	codec   *codec         // of the compressed stream; nil: none
 	out     int64          // disk image bytes written
+	tar     int64          // bytes of an OVA's tar read, the disk's among them
 	closers []func() error // of the decoders
 	// pending are the bytes read from the source that the decoder has not
 	// taken yet; nil: none.
@@ -156,15 +164,23 @@ func (s *stream) run(w io.Writer) error {
 	if !s.opt.OVA {
 		err = s.copyDisk(w, body, s.blame)
 	} else {
+		// Every byte of the tar counts, not only the disk's: an entry
+		// the OVA reader skips is decompressed all the same.
+		body = &bounded{r: body, s: s, n: &s.tar, classify: func(err error) error { return err }}
 		err = s.ova(w, body)
 	}
 	if err != nil {
 		return s.blame(err)
 	}
-	// Read what is left (a tar's padding), so that the download is whole
-	// and its checksums are of every byte.
-	if _, err := io.Copy(io.Discard, in); err != nil {
-		return s.blame(err)
+	// Read what is left: the end of a compressed stream, whose checksum
+	// its decoder checks only there (a tar ends before), then the rest of
+	// the source, so that the download is whole and its checksums are of
+	// every byte. In that order: a decoder's goroutines may read the
+	// source until the stream ends.
+	for _, rest := range []io.Reader{body, in} {
+		if _, err := io.Copy(io.Discard, rest); err != nil {
+			return s.blame(err)
+		}
 	}
 	return nil
 }
@@ -184,7 +200,7 @@ func (s *stream) decompress(peek *bufio.Reader, r io.Reader, what string) (io.Re
 	if s.rep.Compression != "" {
 		return nil, refuse(Nested, nil, "The %s stream holds %s compressed data: only one level of compression is unpacked", s.rep.Compression, c.name)
 	}
-	s.rep.Compression = c.name
+	s.rep.Compression, s.codec = c.name, c
 	compressed := &counter{r: r}
 	dec, err := s.open(c, compressed)
 	if err != nil {
@@ -224,16 +240,19 @@ func (s *stream) open(c *codec, r io.Reader) (io.ReadCloser, error) {
 // copyDisk writes the disk image r to w, within the limits. classify
 // turns r's errors into what they mean; w's are returned as they are.
 func (s *stream) copyDisk(w io.Writer, r io.Reader, classify func(error) error) error {
-	_, err := io.Copy(w, &bounded{r: r, s: s, classify: classify})
+	_, err := io.Copy(w, &bounded{r: r, s: s, n: &s.out, classify: classify})
+	s.rep.Size = s.out
 	return err
 }
 
-// bounded fails, rather than stops, when the disk image outgrows a limit,
-// and keeps failing: io.ReadFull drops the error of a read that fills its
-// buffer, so the next read must fail too.
+// bounded fails, rather than stops, when what it counts in n (the disk
+// image's bytes, or all of an OVA's tar) outgrows a limit, and keeps
+// failing: io.ReadFull drops the error of a read that fills its buffer,
+// so the next read must fail too.
 type bounded struct {
 	r        io.Reader
 	s        *stream
+	n        *int64
 	classify func(error) error
 	refusal  error
 }
@@ -246,19 +265,23 @@ func (b *bounded) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		err = b.classify(err)
 	}
-	s := b.s
-	s.out += int64(n)
-	s.rep.Size = s.out
-	switch {
-	case s.opt.MaxSize > 0 && s.out > s.opt.MaxSize:
-		b.refusal = refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
-	case s.opt.MaxRatio > 0 && s.out > RatioGrace && s.out > s.opt.MaxRatio*s.read():
-		b.refusal = refuse(Bomb, nil, "The source unpacks to more than %d times its size (%d bytes from the first %d), the limit of --max-decompression-ratio: a decompression bomb is refused",
-			s.opt.MaxRatio, s.out, s.read())
-	default:
-		return n, err
+	*b.n += int64(n)
+	if b.refusal = b.s.limit(*b.n); b.refusal != nil {
+		return n, b.refusal
 	}
-	return n, b.refusal
+	return n, err
+}
+
+// limit refuses out bytes unpacked when they are over a limit.
+func (s *stream) limit(out int64) error {
+	switch {
+	case s.opt.MaxSize > 0 && out > s.opt.MaxSize:
+		return refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
+	case s.opt.MaxRatio > 0 && out > RatioGrace && out > s.opt.MaxRatio*s.read():
+		return refuse(Bomb, nil, "The source unpacks to more than %d times its size: %d bytes from %d bytes of the download, over the limit of --max-decompression-ratio. A decompression bomb is refused; a disk that is almost all zeros can unpack like one: raise the limit (0 disables it) to import it",
+			s.opt.MaxRatio, out, s.read())
+	}
+	return nil
 }
 
 // blame returns err as it is when it is a refusal, the source's error when
@@ -291,8 +314,12 @@ func (s *stream) corrupt(err error) error {
 	case errors.As(err, &failed):
 		return failed // not the stream's fault
 	}
-	what := "corrupt"
 	var said *streamError
+	if errors.As(err, &said) && said.demanding || s.codec != nil && s.codec.demanding != nil && errors.Is(err, s.codec.demanding) {
+		return refuse(Demanding, err, "The %s stream needs a window of more than %d MiB to be decoded, the importer's limit (as %s -d's without a larger memory limit)",
+			s.rep.Compression, maxWindow>>20, s.rep.Compression)
+	}
+	what := "corrupt"
 	switch {
 	case errors.As(err, &said): // a decompressor read all it was given
 		if said.truncated {

@@ -28,5 +28,6 @@ func init() {
 			}
 			return z.IOReadCloser(), nil
 		},
+		demanding: zstd.ErrWindowSizeExceeded,
 	})
 }
