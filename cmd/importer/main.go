@@ -64,7 +64,7 @@ func run(args []string) int {
 	fs.StringVar(&progressTask, "progress-task", "", "NAMESPACE/NAME of the ImageImportTask whose status shows the progress, with the pod's service account; stderr only when empty.")
 	cfg.Policy = urlpolicy.Default()
 	cfg.Policy.BindFlags(fs)
-	fs.Int64Var(&cfg.MaxImageSize, "max-image-size", 64<<30, "Refuse sources of more bytes, as downloaded and as unpacked (decompressed, or the disk of an OVA); 0 for no limit.")
+	fs.Int64Var(&cfg.MaxImageSize, "max-image-size", 64<<30, "Refuse sources of more bytes, as downloaded and as unpacked (decompressed; of an OVA, its whole tar and its disk); 0 for no limit.")
 	fs.Int64Var(&cfg.MaxDecompressionRatio, "max-decompression-ratio", 1000, "Refuse a compressed source that unpacks to more than this many bytes per byte downloaded (a decompression bomb), once it unpacked 64 MiB; 0 for no limit.")
 	fs.Int64Var(&cfg.MaxVirtualSize, "max-virtual-size", 4<<40, "Refuse images of a larger virtual disk, in bytes.")
 	fs.StringVar(&cfg.QemuImg, "qemu-img", "qemu-img", "The qemu-img binary.")

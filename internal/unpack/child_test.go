@@ -351,15 +351,18 @@ func TestBothDecodersRefuseAWindowOverTheLimit(t *testing.T) {
 	data := bytes.Repeat([]byte("window "), 1<<16)
 	zst := run(t, data, "zstd", "-c", "-q", "--long=28")                 // from a pipe: no content size shrinks the window
 	xz := withXZDictionary(t, run(t, data, "xz", "-c", "-T1", "-0"), 32) // 256 MiB
+	// A frame that tells its content size is one segment, its window that
+	// size: what `zstd --long=31 disk.img` makes of a 200 MiB disk.
+	segment := run(t, nil, "bash", "-o", "pipefail", "-c", "head -c 209715200 /dev/zero | zstd -c -q --long=31 --stream-size=209715200")
 	decoders(t, func(t *testing.T, want func(string) string) {
-		for name, src := range map[string][]byte{"zstd": zst, "xz": xz} {
+		for name, src := range map[string][]byte{"zstd": zst, "zstd/single segment": segment, "xz": xz} {
 			t.Run(name, func(t *testing.T) {
 				rep, err := Stream(bytes.NewReader(src), io.Discard, Options{})
 				var refusal *Error
 				if !errors.As(err, &refusal) || refusal.Kind != Demanding || !strings.Contains(err.Error(), "window of more than 128 MiB") {
 					t.Fatalf("err %v, want a window over the limit", err)
 				}
-				if rep.Decoder != want(name) {
+				if rep.Decoder != want(strings.Split(name, "/")[0]) {
 					t.Errorf("decoded by %s, want %s", rep.Decoder, want(name))
 				}
 				noChildLeft(t)

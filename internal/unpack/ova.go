@@ -136,8 +136,8 @@ func (s *stream) tarError(err error) error {
 	switch {
 	case errors.As(err, &refusal):
 		return refusal
-	case s.src.err != nil:
-		return s.src.err
+	case s.src.failed() != nil:
+		return s.src.failed()
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return refuse(Corrupt, err, "The OVA is a truncated tar archive")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,7 +35,7 @@ func TestParseOVF(t *testing.T) {
 		{"empty", "", Invalid, "no Envelope"},
 		{"an entity", `<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x SYSTEM "file:///etc/passwd">]><Envelope>&x;</Envelope>`, Invalid, "not valid XML"},
 		{"deep", "<Envelope>" + strings.Repeat("<a>", 100) + strings.Repeat("</a>", 100) + "</Envelope>", Invalid, "nests elements"},
-		{"attributes", strings.Replace(vmware, "<DiskSection>", "<DiskSection"+strings.Repeat(` a=""`, maxAttributes)+">", 1), Invalid, "over the limit of 16384"},
+		{"attributes", strings.Replace(vmware, "<DiskSection>", "<DiskSection"+strings.Repeat(` a=""`, maxAttributes)+">", 1), Invalid, "more than the limit of 16384 attributes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,4 +216,29 @@ func FuzzOVA(f *testing.F) {
 			t.Fatalf("accepted with no disk: %+v", rep)
 		}
 	})
+}
+
+// A compressed OVA that is no tar, whose download then fails: the refusal
+// and the failure are told apart while the decoder's goroutine still reads
+// the download (a data race under -race, which make test runs).
+func TestABadOVAWhoseDownloadFails(t *testing.T) {
+	testimages.RequireTool(t, "zstd")
+	noise := make([]byte, 140<<10)
+	for i := range noise {
+		noise[i] = byte(i * 7 / 3)
+	}
+	cmd := exec.Command("zstd", "-c", "-q")
+	cmd.Stdin = bytes.NewReader(noise)
+	zst, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := errors.New("connection reset")
+	for range 20 {
+		_, err := Stream(io.MultiReader(bytes.NewReader(zst), &failing{dropped}), io.Discard, Options{OVA: true})
+		var refusal *Error
+		if err != dropped && !errors.As(err, &refusal) {
+			t.Fatalf("err %v, want the download's or a refusal", err)
+		}
+	}
 }

@@ -41,7 +41,7 @@ type ovfFile struct {
 // or grow.
 func parseOVF(raw []byte) (*descriptor, error) {
 	if n := bytes.Count(raw, []byte("=")); n > maxAttributes { // an attribute has one
-		return nil, refuse(Invalid, nil, "The OVF descriptor has %d attributes or more, over the limit of %d", n, maxAttributes)
+		return nil, refuse(Invalid, nil, "The OVF descriptor has %d '=' signs, more than the limit of %d attributes allows", n, maxAttributes)
 	}
 	d := xml.NewDecoder(bytes.NewReader(raw))
 	var (

@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"sync/atomic"
 )
 
@@ -96,9 +98,9 @@ type codec struct {
 	// open returns a reader of the decompressed stream. Its errors are
 	// the source's own or mean that the stream is corrupt.
 	open func(r io.Reader) (io.ReadCloser, error)
-	// demanding is the error of open's reader for a stream whose window
-	// is over maxWindow; nil: the format has no window to bound.
-	demanding error
+	// demanding are the errors of open's reader for a stream whose
+	// window is over maxWindow.
+	demanding []error
 }
 
 // codecs are the formats, each registered by its own file.
@@ -293,16 +295,16 @@ func (s *stream) blame(err error) error {
 		return nil
 	case errors.As(err, &refusal):
 		return refusal
-	case s.src.err != nil:
-		return s.src.err
+	case s.src.failed() != nil:
+		return s.src.failed()
 	}
 	return err
 }
 
 // corrupt is the refusal of a stream that its decoder could not read.
 func (s *stream) corrupt(err error) error {
-	if s.src.err != nil {
-		return s.src.err // the download failed: the decoder only saw it end
+	if err := s.src.failed(); err != nil {
+		return err // the download failed: the decoder only saw it end
 	}
 	var (
 		refusal *Error
@@ -315,7 +317,7 @@ func (s *stream) corrupt(err error) error {
 		return failed // not the stream's fault
 	}
 	var said *streamError
-	if errors.As(err, &said) && said.demanding || s.codec != nil && s.codec.demanding != nil && errors.Is(err, s.codec.demanding) {
+	if errors.As(err, &said) && said.demanding || s.codec != nil && slices.ContainsFunc(s.codec.demanding, func(d error) bool { return errors.Is(err, d) }) {
 		return refuse(Demanding, err, "The %s stream needs a window of more than %d MiB to be decoded, the importer's limit (as %s -d's without a larger memory limit)",
 			s.rep.Compression, maxWindow>>20, s.rep.Compression)
 	}
@@ -325,7 +327,7 @@ func (s *stream) corrupt(err error) error {
 		if said.truncated {
 			what = "truncated"
 		}
-	case errors.Is(err, io.ErrUnexpectedEOF) || s.src.eof:
+	case errors.Is(err, io.ErrUnexpectedEOF) || s.src.ended():
 		what = "truncated or corrupt"
 	}
 	return refuse(Corrupt, err, "The %s stream is %s (%s)", s.rep.Compression, what, err)
@@ -348,11 +350,12 @@ func (d *decoded) Read(p []byte) (int, error) {
 
 // source is the download: it remembers how many bytes it gave, whether it
 // ended, and its error, which is the download's and not the stream's. A
-// decompressor's feeder reads it while the limits read n; eof and err are
-// read once the feeder is done.
+// decompressor's goroutine may still read it while a refusal is told apart
+// from a failed download.
 type source struct {
 	r   io.Reader
 	n   atomic.Int64
+	mu  sync.Mutex
 	eof bool
 	err error
 }
@@ -360,13 +363,30 @@ type source struct {
 func (s *source) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	s.n.Add(int64(n))
-	switch {
-	case err == io.EOF:
-		s.eof = true
-	case err != nil:
-		s.err = err
+	if err != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err == io.EOF {
+			s.eof = true
+		} else {
+			s.err = err
+		}
 	}
 	return n, err
+}
+
+// failed is the download's error; nil while it has not failed.
+func (s *source) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// ended reports whether the download ended whole.
+func (s *source) ended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.eof
 }
 
 // counter counts the bytes read through it (by a decompressor's feeder,

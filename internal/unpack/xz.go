@@ -29,6 +29,6 @@ func init() {
 			z.Multistream(true)
 			return io.NopCloser(z), nil
 		},
-		demanding: xz.ErrMemlimit,
+		demanding: []error{xz.ErrMemlimit},
 	})
 }
