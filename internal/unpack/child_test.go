@@ -79,16 +79,23 @@ func TestBothDecodersGiveTheSameBytes(t *testing.T) {
 	})
 }
 
-func TestBothDecodersRefuseBombs(t *testing.T) {
-	dir := t.TempDir()
-	bombs := map[string][]byte{}
+// byCompressor reads the file that make writes with each compressor.
+func byCompressor(t *testing.T, make func(tool string) string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
 	for _, c := range testimages.Compressors {
-		b, err := os.ReadFile(testimages.Bomb(t, dir, c.Name, 512<<20))
+		b, err := os.ReadFile(make(c.Name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		bombs[c.Name] = b
+		files[c.Name] = b
 	}
+	return files
+}
+
+func TestBothDecodersRefuseBombs(t *testing.T) {
+	dir := t.TempDir()
+	bombs := byCompressor(t, func(tool string) string { return testimages.Bomb(t, dir, tool, 512<<20) })
 	decoders(t, func(t *testing.T, want func(string) string) {
 		for _, c := range testimages.Compressors {
 			for _, tc := range []struct {
@@ -276,14 +283,7 @@ func noChildLeft(t *testing.T) {
 func TestBothDecodersBoundEveryByteOfAnOVA(t *testing.T) {
 	dir := t.TempDir()
 	disk := bytes.Repeat([]byte("disk"), 4096)
-	bombs := map[string][]byte{}
-	for _, c := range testimages.Compressors {
-		b, err := os.ReadFile(testimages.OVABomb(t, dir, c.Name, disk, 192<<20))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bombs[c.Name] = b
-	}
+	bombs := byCompressor(t, func(tool string) string { return testimages.OVABomb(t, dir, tool, disk, 192<<20) })
 	decoders(t, func(t *testing.T, want func(string) string) {
 		for _, c := range testimages.Compressors {
 			for _, tc := range []struct {
