@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -56,6 +57,16 @@ func (r *ImageImportTaskReconciler) linkImage(ctx context.Context, task *tasksv1
 	if why := unclaimable(img, task); why != nil {
 		return why, nil
 	}
+	if img.Status.Status == tasksv1.ImageImporting && img.Status.ImportTask == task.Name && !claimedBy(img, task) {
+		// A task of this name was deleted and created again: the first
+		// one's import is cancelled (ImageReconciler.cancelImport), then
+		// the image is queued again for this one.
+		return &observation{
+			waiting: &problem{tasksv1.ReasonImageNotQueued, fmt.Sprintf(
+				"Image %s is importing for an earlier task named %s, which was deleted: the import starts once that one is cancelled.", img.Name, task.Name)},
+			recheck: claimRecheck,
+		}, nil
+	}
 	if err := r.holdImageData(ctx, img); err != nil {
 		return nil, err
 	}
@@ -73,7 +84,9 @@ func unclaimable(img *tasksv1.Image, task *tasksv1.ImageImportTask) *observation
 	case task.Spec.Image == nil && img.Labels[tasksv1.LabelTaskUID] != string(task.UID):
 		return ptr.To(failed(tasksv1.ReasonImageConflict, fmt.Sprintf(
 			"Image %s already exists and does not belong to this task.", img.Name)))
-	case st.ImportTask == task.Name && st.Status != tasksv1.ImageQueued && st.Status != "":
+	case st.ImportTask == task.Name && st.Status == tasksv1.ImageImporting:
+		return nil // claimed by an earlier reconcile of this task, or by a task of its name (linkImage)
+	case claimedBy(img, task) && st.Status != tasksv1.ImageQueued && st.Status != "":
 		return nil // claimed by an earlier reconcile of this task
 	case st.Status == tasksv1.ImageQueued || st.Status == "":
 		return nil
@@ -141,6 +154,16 @@ func (r *ImageImportTaskReconciler) createOwnImage(ctx context.Context, task *ta
 	return img, nil
 }
 
+// claimedBy reports whether the task is the one that claimed the image:
+// its name and, where the claim recorded it, its UID.
+func claimedBy(img *tasksv1.Image, task *tasksv1.ImageImportTask) bool {
+	st := img.Status
+	return st.ImportTask == task.Name && (st.ImportTaskUID == "" || st.ImportTaskUID == task.UID)
+}
+
+// claimRecheck is how often a task waits for its predecessor's claim.
+const claimRecheck = 5 * time.Second
+
 // holdImageData adds the data finalizer before any byte is written, so
 // that deleting the image removes them. The optimistic lock keeps the
 // finalizer from being added to an image deleted since it was read (the
@@ -161,13 +184,13 @@ func (r *ImageImportTaskReconciler) holdImageData(ctx context.Context, img *task
 // makes the claim exclusive: of two tasks that saw the image queued, the
 // second gets a conflict, and on its retry sees the image importing.
 func (r *ImageImportTaskReconciler) claimImage(ctx context.Context, img *tasksv1.Image, task *tasksv1.ImageImportTask) error {
-	if img.Status.Status == tasksv1.ImageImporting && img.Status.ImportTask == task.Name {
+	if img.Status.Status == tasksv1.ImageImporting && claimedBy(img, task) {
 		return nil
 	}
 	before := img.DeepCopy()
 	from := img.Status.Status
 	img.Status.Status = tasksv1.ImageImporting
-	img.Status.ImportTask = task.Name
+	img.Status.ImportTask, img.Status.ImportTaskUID = task.Name, task.UID
 	img.Status.UpdatedAt = &metav1.Time{Time: r.Clock.Now()}
 	setImageReady(img, metav1.ConditionUnknown, tasksv1.ReasonImporting,
 		fmt.Sprintf("Task %s imports %s", task.Name, task.Spec.Input.ImportFrom))

@@ -100,7 +100,7 @@ func (r *ImageReconciler) settle(ctx context.Context, w *imageWrite, now time.Ti
 	if name == "" || (img.Status.Status != tasksv1.ImageImporting && img.Status.Status != tasksv1.ImageDeleted) {
 		return ctrl.Result{}, nil
 	}
-	task, err := r.task(ctx, img.Namespace, name)
+	task, err := r.claimant(ctx, img)
 	switch {
 	case err != nil:
 		return ctrl.Result{}, err
@@ -116,6 +116,16 @@ func (r *ImageReconciler) settle(ctx context.Context, w *imageWrite, now time.Ti
 	}
 	w.note(settleImport(img, task, now))
 	return ctrl.Result{}, nil
+}
+
+// claimant is the task that claimed the image, nil when it is gone: a
+// task of its name created since is another.
+func (r *ImageReconciler) claimant(ctx context.Context, img *tasksv1.Image) (*tasksv1.ImageImportTask, error) {
+	task, err := r.task(ctx, img.Namespace, img.Status.ImportTask)
+	if err != nil || task == nil || !claimedBy(img, task) {
+		return nil, err
+	}
+	return task, nil
 }
 
 // task reads a task, from the cache or else the API server; nil when it
@@ -223,7 +233,7 @@ func refuseCleanup(w *imageWrite, why string) {
 // its id that has not (that of a task deleted a moment ago); "" when none.
 func (r *ImageReconciler) importRunning(ctx context.Context, img *tasksv1.Image) (string, error) {
 	if name := img.Status.ImportTask; name != "" {
-		task, err := r.task(ctx, img.Namespace, name)
+		task, err := r.claimant(ctx, img)
 		if err != nil {
 			return "", err
 		}

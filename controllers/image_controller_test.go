@@ -337,6 +337,46 @@ func TestDeletingATaskMidImportQueuesItsImageAgain(t *testing.T) {
 	g.Eventually(func() []batchv1.Job { return cleanupJobsOf(t, ns) }, wait).Should(BeEmpty(), "the completed Job is dropped")
 }
 
+// A task deleted and created again under the same name, as a GitOps tool
+// replaces an object, is another import: the first one's is cancelled
+// (its importer waited for, what it wrote freed, the image queued again)
+// before the second claims the image.
+func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	queuedImage(t, ns, "replaced")
+	first := createTask(t, importInto(ns, "gitops", "replaced", ""))
+	g.Expect(waitForImage(t, ns, "replaced", tasksv1.ImageImporting).Status.ImportTaskUID).To(Equal(first.UID))
+	job := waitForJob(t, first)
+	pod := createPod(t, job, job.Name+"-a")
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	g.Expect(k8sClient.Delete(ctx, first)).To(Succeed())
+	g.Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+	var second *tasksv1.ImageImportTask
+	g.Eventually(func() error {
+		second = importInto(ns, "gitops", "replaced", "")
+		return k8sClient.Create(ctx, second)
+	}, wait).Should(Succeed())
+
+	g.Eventually(func() string {
+		img := waitForImage(t, ns, "replaced", tasksv1.ImageImporting)
+		return meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady).Message
+	}, wait).Should(Equal("Task gitops was deleted; waiting for its importer to end: importer pod " + pod.Name + " is still running"))
+	g.Consistently(func() error {
+		return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: jobName(second)}, &batchv1.Job{})
+	}, 2*time.Second).ShouldNot(Succeed(), "no second import while the first importer may write the image")
+	g.Expect(waitForStatus(t, second, tasksv1.TaskPending).Status.Conditions).To(ContainElement(And(
+		HaveField("Reason", tasksv1.ReasonImageNotQueued), HaveField("Message", ContainSubstring("for an earlier task named gitops")))))
+
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodFailed})
+	g.Eventually(func() []batchv1.Job { return cleanupJobsOf(t, ns) }, wait).Should(HaveLen(1))
+	free := cleanupJobsOf(t, ns)[0]
+	completeJob(t, &free)
+	waitForJob(t, second)
+	g.Expect(waitForImage(t, ns, "replaced", tasksv1.ImageImporting).Status.ImportTaskUID).To(Equal(second.UID))
+}
+
 // activeImage imports an image with a task of its own and returns it.
 func activeImage(t *testing.T, ns, taskName string) *tasksv1.Image {
 	t.Helper()

@@ -121,7 +121,7 @@ func (did propertyAddition) events(task string) []*imageEvent {
 // import that claimed it succeeded.
 func activates(img *tasksv1.Image, task *tasksv1.ImageImportTask) bool {
 	return img.DeletionTimestamp.IsZero() && img.Status.Status == tasksv1.ImageImporting &&
-		img.Status.ImportTask == task.Name && task.Status.Status == tasksv1.TaskSuccess && task.Status.Image != nil
+		claimedBy(img, task) && task.Status.Status == tasksv1.TaskSuccess && task.Status.Image != nil
 }
 
 // addImportedProperties adds what the import's OVF descriptor says to the

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ImagePhase is the Glance image status.
@@ -130,6 +131,12 @@ type ImageStatus struct {
 	// is importing, into this image.
 	// +optional
 	ImportTask string `json:"importTask,omitempty"`
+
+	// importTaskUID is that task's UID: a task deleted and created again
+	// under the same name (as GitOps tools replace an object) is another
+	// import, which waits for the first to be cancelled.
+	// +optional
+	ImportTaskUID types.UID `json:"importTaskUID,omitempty"`
 
 	// unpacked says what the import took out of a compressed source or an OVA.
 	// +optional
