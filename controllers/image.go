@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -33,7 +34,7 @@ func taskImageID(t *tasksv1.ImageImportTask) string {
 
 // linkImage makes the task's Image ready to receive its import: labelled
 // on the task, held by the data finalizer, and claimed. A non-nil
-// observation is why the task fails instead.
+// observation is why the task fails or waits instead.
 func (r *ImageImportTaskReconciler) linkImage(ctx context.Context, task *tasksv1.ImageImportTask) (*observation, error) {
 	if err := r.labelTask(ctx, task); err != nil {
 		return nil, err
@@ -61,11 +62,11 @@ func (r *ImageImportTaskReconciler) linkImage(ctx context.Context, task *tasksv1
 		// A task of this name was deleted and created again: the first
 		// one's import is cancelled (ImageReconciler.cancelImport), then
 		// the image is queued again for this one.
-		return &observation{
-			waiting: &problem{tasksv1.ReasonImageNotQueued, fmt.Sprintf(
-				"Image %s is importing for an earlier task named %s, which was deleted: the import starts once that one is cancelled.", img.Name, task.Name)},
-			recheck: claimRecheck,
-		}, nil
+		why := fmt.Sprintf("Image %s is importing for an earlier task named %s, which was deleted: the import starts once that one is cancelled", img.Name, task.Name)
+		if ready := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady); ready != nil && ready.Message != "" {
+			why += " (" + ready.Message + ")"
+		}
+		return &observation{waiting: &problem{tasksv1.ReasonPriorImportCancelling, why + "."}, recheck: claimRecheck}, nil
 	}
 	if err := r.holdImageData(ctx, img); err != nil {
 		return nil, err
@@ -85,9 +86,10 @@ func unclaimable(img *tasksv1.Image, task *tasksv1.ImageImportTask) *observation
 		return ptr.To(failed(tasksv1.ReasonImageConflict, fmt.Sprintf(
 			"Image %s already exists and does not belong to this task.", img.Name)))
 	case st.ImportTask == task.Name && st.Status == tasksv1.ImageImporting:
-		return nil // claimed by an earlier reconcile of this task, or by a task of its name (linkImage)
-	case claimedBy(img, task) && st.Status != tasksv1.ImageQueued && st.Status != "":
-		return nil // claimed by an earlier reconcile of this task
+		// Claimed by an earlier reconcile of this task, or by an earlier
+		// task of its name (linkImage waits for it). A task that has not
+		// ended finds its own claim in no other status.
+		return nil
 	case st.Status == tasksv1.ImageQueued || st.Status == "":
 		return nil
 	case st.Status == tasksv1.ImageImporting:
@@ -155,10 +157,17 @@ func (r *ImageImportTaskReconciler) createOwnImage(ctx context.Context, task *ta
 }
 
 // claimedBy reports whether the task is the one that claimed the image:
-// its name and, where the claim recorded it, its UID.
+// its name and UID. A claim made before the UID was recorded has the
+// task's name, and the task existed when the image last changed.
 func claimedBy(img *tasksv1.Image, task *tasksv1.ImageImportTask) bool {
 	st := img.Status
-	return st.ImportTask == task.Name && (st.ImportTaskUID == "" || st.ImportTaskUID == task.UID)
+	if st.ImportTask != task.Name {
+		return false
+	}
+	if st.ImportTaskUID == "" {
+		return st.UpdatedAt == nil || !st.UpdatedAt.Time.Before(task.CreationTimestamp.Time)
+	}
+	return st.ImportTaskUID == task.UID
 }
 
 // claimRecheck is how often a task waits for its predecessor's claim.

@@ -367,7 +367,8 @@ func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
 		return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: jobName(second)}, &batchv1.Job{})
 	}, 2*time.Second).ShouldNot(Succeed(), "no second import while the first importer may write the image")
 	g.Expect(waitForStatus(t, second, tasksv1.TaskPending).Status.Conditions).To(ContainElement(And(
-		HaveField("Reason", tasksv1.ReasonImageNotQueued), HaveField("Message", ContainSubstring("for an earlier task named gitops")))))
+		HaveField("Reason", tasksv1.ReasonPriorImportCancelling), HaveField("Message", ContainSubstring("for an earlier task named gitops")))))
+	g.Eventually(func() []string { return eventReasons(t, second) }, wait).Should(ContainElement(tasksv1.ReasonPriorImportCancelling))
 
 	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodFailed})
 	g.Eventually(func() []batchv1.Job { return cleanupJobsOf(t, ns) }, wait).Should(HaveLen(1))
@@ -585,4 +586,49 @@ func TestKubectlGetImagesColumns(t *testing.T) {
 	g.Expect(names).To(Equal([]string{"Name", "Display Name", "Status", "Format", "Size", "Protected", "Task", "Age"}))
 	g.Expect(table.Rows).To(HaveLen(1))
 	g.Expect(table.Rows[0].Cells[:7]).To(Equal([]any{imageID(task), "cirros 0.6", "active", "raw", float64(41126400), false, "shown"}))
+}
+
+// Whose claim an image's status records: the task's name and UID, or for
+// a claim made before UIDs were recorded, a task of the name that existed
+// when the image last changed.
+func TestClaimedBy(t *testing.T) {
+	claimedAt := metav1.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	task := func(uid types.UID, created time.Time) *tasksv1.ImageImportTask {
+		return &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "gitops", UID: uid, CreationTimestamp: metav1.NewTime(created)}}
+	}
+	img := func(name string, uid types.UID) *tasksv1.Image {
+		return &tasksv1.Image{Status: tasksv1.ImageStatus{ImportTask: name, ImportTaskUID: uid, UpdatedAt: &claimedAt}}
+	}
+	before, after := claimedAt.Add(-time.Minute), claimedAt.Add(time.Minute)
+	for _, tc := range []struct {
+		name string
+		img  *tasksv1.Image
+		task *tasksv1.ImageImportTask
+		want bool
+	}{
+		{"its UID", img("gitops", "a"), task("a", before), true},
+		{"another UID", img("gitops", "a"), task("b", before), false},
+		{"another name", img("other", "a"), task("a", before), false},
+		{"no UID recorded, the task older than the claim", img("gitops", ""), task("b", before), true},
+		{"no UID recorded, the task made since", img("gitops", ""), task("b", after), false},
+	} {
+		if got := claimedBy(tc.img, tc.task); got != tc.want {
+			t.Errorf("%s: claimedBy %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A task recreated under the name of one whose import made the image
+// active does not take the image back: only a queued image is imported
+// into, whoever claimed it before.
+func TestARecreatedTaskDoesNotReclaimAnActiveImage(t *testing.T) {
+	old := metav1.NewTime(time.Now().Add(-time.Hour))
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Name: "x"},
+		Status: tasksv1.ImageStatus{Status: tasksv1.ImageActive, ImportTask: "gitops", UpdatedAt: &old}}
+	task := &tasksv1.ImageImportTask{ObjectMeta: metav1.ObjectMeta{Name: "gitops", UID: "new", CreationTimestamp: metav1.Now()},
+		Spec: tasksv1.ImageImportTaskSpec{Image: &tasksv1.ImageReference{Name: "x"}}}
+	why := unclaimable(img, task)
+	if why == nil || why.failure == nil || why.failure.reason != tasksv1.ReasonImageNotQueued {
+		t.Fatalf("unclaimable: %+v, want ImageNotQueued", why)
+	}
 }

@@ -34,6 +34,10 @@ const (
 	// (it is active, killed, or another task imports into it); as Glance,
 	// an import only fills a queued image.
 	ReasonImageNotQueued = "ImageNotQueued"
+	// ReasonPriorImportCancelling: the Image is importing for an earlier
+	// task of the same name, deleted since; the import starts once that
+	// one is cancelled and the image queued again.
+	ReasonPriorImportCancelling = "PriorImportCancelling"
 	// ReasonImageDeleted: the task's Image is being deleted.
 	ReasonImageDeleted = "ImageDeleted"
 	// ReasonImageConflict: an Image with the id a task would create exists
@@ -98,7 +102,7 @@ const (
 func StartProblem(reason string) bool {
 	switch reason {
 	case ReasonStoreClaimMissing, ReasonQuotaExceeded, ReasonPodCreateFailed,
-		ReasonUnschedulable, ReasonImagePullFailed, ReasonContainerCreateFailed:
+		ReasonUnschedulable, ReasonImagePullFailed, ReasonContainerCreateFailed, ReasonPriorImportCancelling:
 		return true
 	}
 	return false

@@ -295,6 +295,10 @@ func (s *Server) fillImportTask(ctx context.Context, g *glanceImage) error {
 		}
 		return nil
 	}
+	if g.obj.Status.Status == tasksv1.ImageImporting && g.obj.Status.ImportTaskUID != "" {
+		g.importTaskID = string(g.obj.Status.ImportTaskUID) // not a task of its name made since
+		return nil
+	}
 	if g.obj.Status.Status == tasksv1.ImageImporting {
 		var t tasksv1.ImageImportTask
 		if err := s.Cache.Get(ctx, client.ObjectKey{Namespace: g.obj.Namespace, Name: g.obj.Status.ImportTask}, &t); err == nil {
