@@ -300,12 +300,7 @@ func TestDeletingATaskMidImportQueuesItsImageAgain(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	queuedImage(t, ns, "cancelled")
-	task := createTask(t, importInto(ns, "gone", "cancelled", ""))
-	img := waitForImage(t, ns, "cancelled", tasksv1.ImageImporting)
-	job := waitForJob(t, task)
-	pod := createPod(t, job, job.Name+"-a")
-	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	task, img, job, pod := importing(t, ns, "gone", "cancelled")
 	g.Expect(k8sClient.Delete(ctx, task)).To(Succeed())
 	// The garbage collector's part (envtest runs none): the Job goes at
 	// once, its pod is being deleted but still runs.
@@ -345,12 +340,8 @@ func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	queuedImage(t, ns, "replaced")
-	first := createTask(t, importInto(ns, "gitops", "replaced", ""))
-	g.Expect(waitForImage(t, ns, "replaced", tasksv1.ImageImporting).Status.ImportTaskUID).To(Equal(first.UID))
-	job := waitForJob(t, first)
-	pod := createPod(t, job, job.Name+"-a")
-	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	first, img, job, pod := importing(t, ns, "gitops", "replaced")
+	g.Expect(img.Status.ImportTaskUID).To(Equal(first.UID))
 	g.Expect(k8sClient.Delete(ctx, first)).To(Succeed())
 	g.Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 	var second *tasksv1.ImageImportTask
@@ -376,6 +367,19 @@ func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
 	completeJob(t, &free)
 	waitForJob(t, second)
 	g.Expect(waitForImage(t, ns, "replaced", tasksv1.ImageImporting).Status.ImportTaskUID).To(Equal(second.UID))
+}
+
+// importing starts a task's import into a queued Image, and its importer
+// pod running.
+func importing(t *testing.T, ns, taskName, imageName string) (*tasksv1.ImageImportTask, *tasksv1.Image, *batchv1.Job, *corev1.Pod) {
+	t.Helper()
+	queuedImage(t, ns, imageName)
+	task := createTask(t, importInto(ns, taskName, imageName, ""))
+	img := waitForImage(t, ns, imageName, tasksv1.ImageImporting)
+	job := waitForJob(t, task)
+	pod := createPod(t, job, job.Name+"-a")
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	return task, img, job, pod
 }
 
 // activeImage imports an image with a task of its own and returns it.

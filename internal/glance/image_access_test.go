@@ -382,6 +382,26 @@ func TestATaskMakesItsImage(t *testing.T) {
 	g.Expect(after.Items).To(HaveLen(len(before.Items)), "a task recorded as failed makes no image")
 }
 
+// An importing image names the task that claimed it as its import task,
+// not a task created since under the same name (a GitOps replace), which
+// waits for the first import to be cancelled.
+func TestImportTaskIsTheClaimant(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	s := newShim(t, PolicyAdmin)
+	const token = "gopher:gophers:member"
+	r := s.do(t, "POST", "/v2/images", token, `{"name":"claimed","disk_format":"raw","container_format":"bare"}`, "Content-Type", jsonType)
+	g.Expect(r.status).To(Equal(201), r.body)
+	id := r.json["id"].(string)
+	task := taskByID(t, s.createTask(t, "gophers")) // the task of the name, made since
+	img := getImage(t, s.namespace, id)
+	img.Status.Status, img.Status.ImportTask, img.Status.ImportTaskUID = tasksv1.ImageImporting, task.Name, "uid-of-the-deleted-task"
+	g.Expect(k8sClient.Status().Update(ctx, img)).To(Succeed())
+	r = s.do(t, "GET", "/v2/images/"+id, token, "")
+	g.Expect(r.status).To(Equal(200), r.body)
+	g.Expect(r.json).To(HaveKeyWithValue("os_glance_import_task", "uid-of-the-deleted-task"))
+}
+
 // HEAD /v2/images/{id}/file is a 405 (real Glance: Allow "GET, PUT"; the
 // shim takes no uploads), with no body, whatever the image holds.
 func TestHeadOfImageDataIs405(t *testing.T) {

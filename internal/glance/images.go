@@ -295,15 +295,16 @@ func (s *Server) fillImportTask(ctx context.Context, g *glanceImage) error {
 		}
 		return nil
 	}
-	if g.obj.Status.Status == tasksv1.ImageImporting && g.obj.Status.ImportTaskUID != "" {
-		g.importTaskID = string(g.obj.Status.ImportTaskUID) // not a task of its name made since
+	if g.obj.Status.Status != tasksv1.ImageImporting {
 		return nil
 	}
-	if g.obj.Status.Status == tasksv1.ImageImporting {
-		var t tasksv1.ImageImportTask
-		if err := s.Cache.Get(ctx, client.ObjectKey{Namespace: g.obj.Namespace, Name: g.obj.Status.ImportTask}, &t); err == nil {
-			g.importTaskID = string(t.UID)
-		}
+	if uid := g.obj.Status.ImportTaskUID; uid != "" {
+		g.importTaskID = string(uid) // the claimant, not a task of its name made since
+		return nil
+	}
+	var t tasksv1.ImageImportTask // a claim of a release that recorded no UID
+	if err := s.Cache.Get(ctx, client.ObjectKey{Namespace: g.obj.Namespace, Name: g.obj.Status.ImportTask}, &t); err == nil {
+		g.importTaskID = string(t.UID)
 	}
 	return nil
 }

@@ -280,7 +280,7 @@ func (s *stream) limit(out int64) error {
 	case s.opt.MaxSize > 0 && out > s.opt.MaxSize:
 		return refuse(TooLarge, nil, "The source unpacks to more than the limit of %d bytes (--max-image-size)", s.opt.MaxSize)
 	case s.opt.MaxRatio > 0 && out > RatioGrace && out > s.opt.MaxRatio*s.read():
-		return refuse(Bomb, nil, "The source unpacks to more than %d times its size: %d bytes from %d bytes of the download, over the limit of --max-decompression-ratio. A decompression bomb is refused; a disk that is almost all zeros can unpack like one: raise the limit (0 disables it) to import it",
+		return refuse(Bomb, nil, "The source unpacks to more than %d times its size (%d bytes from %d downloaded), over the limit of --max-decompression-ratio: a decompression bomb, or a disk of almost nothing but zeros, which imports with a higher limit (0 disables it)",
 			s.opt.MaxRatio, out, s.read())
 	}
 	return nil
