@@ -275,7 +275,7 @@ func (cfg *Config) convertToRaw(ctx context.Context, src *staging, info diskform
 	file := &sparseWriter{f: out.File, writeback: true}
 	file.useDirectIO()
 	sums := newDigests()
-	sink := newFanout(func(n int) { track.done.Add(int64(n)) }, file, sums.md5, sums.sha256, sums.sha512)
+	sink := newYieldingFanout(func(n int) { track.done.Add(int64(n)) }, file, sums.md5, sums.sha256, sums.sha512)
 	convertErr := cfg.qemuConvertStream(ctx, src.File, info.Format, info.VirtualSize, sink)
 	start := time.Now()
 	err := errors.Join(sink.Close(), file.finish())

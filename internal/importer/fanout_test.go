@@ -1,0 +1,110 @@
+package importer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// witness records the thread a sink is written on, that thread's nice
+// value and GOMAXPROCS at the time.
+type witness struct{ tid, nice, procs int }
+
+func (w *witness) see() error {
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0) // the kernel's 20 - nice
+	w.tid, w.nice, w.procs = unix.Gettid(), 20-prio, runtime.GOMAXPROCS(0)
+	return err
+}
+
+// hashWitness is a hash, to the fanout; fileWitness a plain sink, as the
+// staging file is.
+type (
+	hashWitness struct {
+		hash.Hash
+		witness
+	}
+	fileWitness struct{ witness }
+)
+
+func (w *hashWitness) Write(p []byte) (int, error) {
+	if err := w.see(); err != nil {
+		return 0, err
+	}
+	return w.Hash.Write(p)
+}
+
+func (w *fileWitness) Write(p []byte) (int, error) { return len(p), w.see() }
+
+// TestYieldingHashesRunAtTheLowestPriority: the hashes of a yielding fanout
+// (the one qemu-img writes into) run at nice 19 on threads of their own,
+// each with a processor added while it runs, and those threads end with
+// the fanout instead of going back to the runtime's pool; the file's sink,
+// and every sink of a plain fanout, keep the process's priority.
+func TestYieldingHashesRunAtTheLowestPriority(t *testing.T) {
+	base := runtime.GOMAXPROCS(0)
+	data := bytes.Repeat([]byte("disk"), 3*chunkSize/4+1)
+	for _, tc := range []struct {
+		name      string
+		start     func(func(int), ...io.Writer) *fanout
+		nice      int
+		procs     int
+		threadEnd bool
+	}{
+		{"yielding", newYieldingFanout, 19, base + 2, true},
+		{"plain", newFanout, 0, base, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, file := &hashWitness{Hash: sha256.New()}, &hashWitness{Hash: sha256.New()}, &fileWitness{}
+			f := tc.start(nil, a, file, b)
+			if _, err := f.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			want := sha256.Sum256(data)
+			for _, w := range []*hashWitness{a, b} {
+				if !bytes.Equal(w.Sum(nil), want[:]) {
+					t.Errorf("a hash got other bytes than were written")
+				}
+				if w.nice != tc.nice || w.procs != tc.procs {
+					t.Errorf("a hash ran at nice %d with GOMAXPROCS %d, want %d and %d", w.nice, w.procs, tc.nice, tc.procs)
+				}
+			}
+			if file.nice != 0 {
+				t.Errorf("the file's sink ran at nice %d, want 0", file.nice)
+			}
+			if got := runtime.GOMAXPROCS(0); got != base {
+				t.Errorf("GOMAXPROCS is %d after Close, was %d", got, base)
+			}
+			if !tc.threadEnd {
+				return
+			}
+			for _, w := range []*hashWitness{a, b} {
+				if !threadEnds(w.tid) {
+					t.Errorf("the hash's thread %d, at nice %d, outlived its fanout", w.tid, w.nice)
+				}
+			}
+		})
+	}
+}
+
+// threadEnds reports whether the thread tid of this process ends within
+// a few seconds (the runtime ends a locked thread after its goroutine).
+func threadEnds(tid int) bool {
+	for range 300 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
