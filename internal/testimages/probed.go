@@ -1,8 +1,11 @@
 package testimages
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -61,12 +64,33 @@ func luksImage(t testing.TB) []byte {
 		}
 		defer os.RemoveAll(dir)
 		path := filepath.Join(dir, "image.luks")
-		QemuImg(t, "create", "-f", "luks", "--object", "secret,id=k,data=passphrase",
-			"-o", "key-secret=k,iter-time=10", path, "1M")
-		luks.data, luks.err = os.ReadFile(path)
+		if luks.err = createLUKS(path); luks.err == nil {
+			luks.data, luks.err = os.ReadFile(path)
+		}
 	})
 	if luks.err != nil {
 		t.Fatal(luks.err)
 	}
 	return luks.data
+}
+
+// createLUKS has qemu-img create a LUKS volume at path. qemu times a first
+// round of its key derivation in the thread's CPU time and gives up when
+// that reads 0 ms ("Unable to get accurate CPU usage"), which a fast CPU
+// makes as likely as not: that failure is tried again, up to 30 times.
+func createLUKS(path string) error {
+	var err error
+	for range 30 {
+		var out []byte
+		out, err = exec.Command("qemu-img", "create", "-f", "luks", "--object", "secret,id=k,data=passphrase",
+			"-o", "key-secret=k,iter-time=10", path, "1M").CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("qemu-img create -f luks: %w: %s", err, out)
+		if !bytes.Contains(out, []byte("Unable to get accurate CPU usage")) {
+			return err
+		}
+	}
+	return err
 }
