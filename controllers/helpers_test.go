@@ -252,14 +252,13 @@ func failureMetricsFor(reason string) failureMetrics {
 // condition's otherwise), and one more duration of a failed task.
 func expectFailureRecorded(t *testing.T, task *tasksv1.ImageImportTask, reason, metricReason string, before failureMetrics) {
 	t.Helper()
-	// The reconcile that wrote the failure updated the metrics before.
-	after := failureMetricsFor(metricReason)
-	if after.failures != before.failures+1 {
-		t.Errorf("imageimport_task_failures_total{reason=%q} = %v, want %v", metricReason, after.failures, before.failures+1)
-	}
-	if after.durations < before.durations+1 {
-		t.Errorf(`imageimport_task_duration_seconds_count{status="failure"} = %v, want at least %v`, after.durations, before.durations+1)
-	}
+	// The reconcile that wrote the failure updates the metrics once the
+	// write succeeded: just after.
+	NewWithT(t).Eventually(func(g Gomega) {
+		after := failureMetricsFor(metricReason)
+		g.Expect(after.failures).To(Equal(before.failures+1), "imageimport_task_failures_total{reason=%q}", metricReason)
+		g.Expect(after.durations).To(BeNumerically(">=", before.durations+1), `imageimport_task_duration_seconds_count{status="failure"}`)
+	}, wait).Should(Succeed())
 	NewWithT(t).Eventually(func() []taskEvent { return eventsOf(t, task) }, wait).Should(ContainElement(And(
 		HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", reason),
 		HaveField("Note", HavePrefix("Task failed: ")))), "the failure's Warning event")

@@ -109,10 +109,13 @@ func (r *ImageImportTaskReconciler) labelTask(ctx context.Context, task *tasksv1
 		return nil
 	}
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, tasksv1.LabelImageID, id)
-	err := r.Patch(ctx, task.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)))
+	labelled := task.DeepCopy() // the response's status must not undo this reconcile's
+	err := r.Patch(ctx, labelled, client.RawPatch(types.MergePatchType, []byte(patch)))
 	if err != nil {
 		return fmt.Errorf("labelling the task with its image id: %w", err)
 	}
+	// The status write at the end expects the task as it is now.
+	task.Labels, task.ResourceVersion = labelled.Labels, labelled.ResourceVersion
 	return nil
 }
 

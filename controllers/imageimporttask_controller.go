@@ -119,7 +119,7 @@ type ImageImportTaskReconciler struct {
 
 // Reconcile makes sure a task has its Job and that its status says what the
 // Job did; a finished task is deleted at expiry when it opted in.
-func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	task := &tasksv1.ImageImportTask{}
 	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -128,10 +128,27 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		return ctrl.Result{}, nil // the Job and its pods go with the task (owner references)
 	}
 	before := task.DeepCopy()
+	var tell func() // the events and metrics of the transitions taken
 	defer func() {
-		retErr = r.patchStatus(ctx, before, task, retErr)
-		if retErr == nil {
-			retErr = r.releaseVolume(ctx, task) // once the end is recorded
+		err := r.patchStatus(ctx, before, task, retErr == nil)
+		switch {
+		case apierrors.IsConflict(err):
+			// The task changed since the copy this reconcile read: the
+			// cache had not seen our last write yet, or another writer
+			// came first. Nothing was written, so nothing is told: the
+			// transitions were from a status that was no longer the
+			// task's, and telling them would tell them twice. Again,
+			// from the task as it is.
+			res, retErr = ctrl.Result{RequeueAfter: conflictRetry}, nil
+		case err != nil:
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		default:
+			if tell != nil {
+				tell() // once the status that says so is written
+			}
+			if retErr == nil {
+				retErr = r.releaseVolume(ctx, task) // once the end is recorded
+			}
 		}
 	}()
 
@@ -143,7 +160,7 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		}
 		out := outcomeOf(task, obs)
 		taken := applyOutcome(task, obs, out, r.Clock.Now(), r.TaskTTL)
-		r.record(task, before, obs, taken)
+		tell = func() { r.record(task, before, obs, taken) }
 		if !task.Status.Status.Terminal() {
 			recheck = obs.recheck
 		}
@@ -505,18 +522,25 @@ func expiryPolicy(task *tasksv1.ImageImportTask) tasksv1.ExpiryPolicy {
 	return cmp.Or(task.Spec.ExpiryPolicy, tasksv1.ExpiryPolicyRetain)
 }
 
-// patchStatus writes the status once per reconcile, with a merge patch (no
-// conflicts), and only when it changed.
-func (r *ImageImportTaskReconciler) patchStatus(ctx context.Context, before, task *tasksv1.ImageImportTask, retErr error) error {
-	if retErr == nil {
+// patchStatus writes the status once per reconcile, with a merge patch,
+// and only when it changed.
+func (r *ImageImportTaskReconciler) patchStatus(ctx context.Context, before, task *tasksv1.ImageImportTask, observed bool) error {
+	if observed {
 		task.Status.ObservedGeneration = task.Generation
 	}
 	if equality.Semantic.DeepEqual(before.Status, task.Status) {
-		return retErr
+		return nil
 	}
-	err := r.Status().Patch(ctx, task, client.MergeFrom(before))
-	return kerrors.NewAggregate([]error{retErr, client.IgnoreNotFound(err)})
+	// Only over the task this reconcile read: a status computed from an
+	// older copy (a merge patch replaces the conditions whole) must not
+	// overwrite a newer one.
+	err := r.Status().Patch(ctx, task, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	return client.IgnoreNotFound(err)
 }
+
+// conflictRetry is how soon a reconcile whose status write met a newer
+// task runs again: about when the cache has caught up with that task.
+const conflictRetry = 100 * time.Millisecond
 
 // SetupWithManager registers the reconciler: it watches tasks, the Jobs
 // they own, the importer pods, the store claims and the Job controller's

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/importresult"
@@ -47,7 +51,7 @@ func expectWaiting(t *testing.T, task *tasksv1.ImageImportTask, status tasksv1.T
 	g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tasksv1.ConditionReconciling)).To(BeTrue())
 	g.Eventually(func() []taskEvent { return eventsOf(t, task) }, wait).Should(ContainElement(And(
 		HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", reason), HaveField("Note", ContainSubstring(message)))))
-	g.Expect(gathered("imageimport_task_start_problems_total", map[string]string{"reason": reason})).To(Equal(problemsBefore + 1))
+	g.Eventually(func() float64 { return startProblems(reason) }, wait).Should(Equal(problemsBefore + 1))
 	g.Eventually(func() float64 {
 		return gathered("imageimport_tasks_waiting", map[string]string{"reason": reason})
 	}, wait).Should(BeNumerically(">=", 1))
@@ -340,4 +344,70 @@ func TestStartProblem(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestATransitionIsToldOnceWhenTheCacheLags: a reconcile that reads the
+// task from a cache that has not yet seen the status the last reconcile
+// wrote does not tell that status's transition again. Before, it took the
+// older copy for the task's state and emitted the Warning event and the
+// start-problem metric a second time (CI saw the metric at 2 for one
+// problem), and its merge patch could put older conditions back. Here the
+// lagging cache is a real one, stopped before the first reconcile wrote.
+func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, r := startReconciler(managerOptions{only: id})
+	t.Cleanup(stop)
+	ns := newNamespace(t)
+	task := sampleTask(ns, "told-once")
+	task.Labels = map[string]string{labelManager: id}
+	createTask(t, task)
+	job := waitForJob(t, task)
+	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+
+	// A cache that stops here, with the task as it is and its Job.
+	frozenCtx, freeze := context.WithCancel(ctx)
+	frozen, err := cache.New(testCfg, cache.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	go frozen.Start(frozenCtx)
+	g.Expect(frozen.WaitForCacheSync(frozenCtx)).To(BeTrue())
+	g.Eventually(func(g Gomega) {
+		var seen tasksv1.ImageImportTask
+		g.Expect(frozen.Get(ctx, client.ObjectKeyFromObject(task), &seen)).To(Succeed())
+		g.Expect(seen.Status.JobName).To(Equal(job.Name))
+		g.Expect(frozen.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
+	}, wait).Should(Succeed())
+	freeze()
+
+	// The importer cannot start; the manager tells it, once.
+	reason := tasksv1.ReasonPodCreateFailed
+	problemsBefore := startProblems(reason)
+	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
+		now := metav1.Now()
+		s.StartTime, s.Active, s.Ready = &now, 1, ptr.To[int32](0)
+	})
+	warnAbout(t, job, "Job", "job-controller", "FailedCreate", `Error creating: pods "`+job.Name+`-x7k2p" is forbidden: `+
+		`violates PodSecurity "restricted:latest": seLinuxOptions`)
+	expectWaiting(t, task, tasksv1.TaskPending, reason, "violates PodSecurity", problemsBefore)
+
+	// A reconcile that reads the stopped cache.
+	lagging := *r
+	lagging.Client, err = client.New(testCfg, client.Options{Scheme: testScheme, Cache: &client.CacheOptions{Reader: frozen}})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = lagging.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(startProblems(reason)).To(Equal(problemsBefore+1), "the problem was counted again")
+	warnings := func() int {
+		n := 0
+		for _, e := range eventsOf(t, task) {
+			if e.Type == corev1.EventTypeWarning && e.Reason == reason {
+				n++
+			}
+		}
+		return n
+	}
+	g.Consistently(warnings, 2*time.Second).Should(Equal(1), "the problem was told again")
+	got := waitForCondition(t, task, tasksv1.ConditionReconciling, reason)
+	g.Expect(got.Status.Message).To(ContainSubstring("violates PodSecurity"), "the older status was written back")
 }
