@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"hash"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -71,23 +72,25 @@ func newFanout(done func(int), sinks ...io.Writer) *fanout {
 	return startFanout(ringChunks, false, done, sinks)
 }
 
-// newYieldingFanout is a fanout fed by a producer that must never wait for
+// newYieldingFanout is a fanout fed by a producer that must not wait for
 // a core: qemu-img, whose decoding is a chain of short steps handed between
 // its threads (a read, an inflate, a write for each 64 KiB cluster), each
 // of which waits for a core that a hash holds. Its hashes yield to it: each
-// runs on a thread of its own at the lowest priority (nice 19), which the
-// kernel preempts for any other thread of the process or of qemu-img, and
-// takes no processor from the goroutine that reads qemu-img's writes (the
-// runtime gets one more per hash while they run). The hashes then use what
-// qemu-img leaves of the cores, falling behind by up to a deeper ring, and
-// catch up when it is done: a qcow2 -> raw conversion of a cloud image here
-// went from 4.8 to about 4.2 s, the machine from 80 to 99 % busy while
-// qemu-img decodes.
+// runs on a thread of its own at the lowest priority (nice 19), which gives
+// way to the other threads of the process and to qemu-img's, and takes no
+// processor from the goroutine that reads qemu-img's writes (the runtime
+// gets one more per hash while they run). The hashes then use what qemu-img
+// leaves of the cores, falling behind by up to a deeper ring (32 chunks,
+// 32 MiB at most: a chunk ends where data meets zeros), and catch up when
+// it is done: a qcow2 -> raw conversion of a cloud image here went from 4.8
+// to about 4.2 s, the machine from 80 to 99 % busy while qemu-img decodes.
 //
 // Nice 19 is relative to the other threads that compete for the same
 // cores: in a pod, those of the importer's container (qemu-img and the
 // importer); run elsewhere on a busy machine, the hashes, and so the
-// import, get little of the CPU that others want.
+// import, get little of the CPU that others want. A CPU limit below the
+// node's cores is another matter: the limit, not the priority, then
+// shares the CPU.
 func newYieldingFanout(done func(int), sinks ...io.Writer) *fanout {
 	return startFanout(yieldingRingChunks, true, done, sinks)
 }
@@ -119,11 +122,20 @@ func startFanout(depth int, yield bool, done func(int), sinks []io.Writer) *fano
 
 func (f *fanout) drain(w io.Writer, ch chan *chunk, yields bool) {
 	defer f.wg.Done()
-	if yields {
-		// Never unlocked: the thread ends with the goroutine, and its
-		// priority with it, instead of going back to the runtime's pool.
-		runtime.LockOSThread()
-		_ = unix.Setpriority(unix.PRIO_PROCESS, 0, 19) // this thread; advisory: the hash runs either way
+	if yields && !lowPriorityThread() {
+		// The main thread, which the runtime never ends: the priority
+		// would outlive the fanout. Another goroutine drains instead, on
+		// another thread, since this one is ours until it has started.
+		started := make(chan struct{})
+		f.wg.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			close(started)
+			f.drain(w, ch, true)
+		}()
+		<-started
+		runtime.UnlockOSThread()
+		return
 	}
 	for c := range ch {
 		if f.failed() == nil {
@@ -231,6 +243,19 @@ func (f *fanout) Close() error {
 	return f.failed()
 }
 
+// lowPriorityThread locks the calling goroutine to its thread for good, so
+// that the thread ends with it instead of going back to the runtime's pool,
+// and puts the thread at nice 19. On the main thread it changes nothing
+// but the lock, and says false.
+func lowPriorityThread() bool {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		return false
+	}
+	_ = unix.Setpriority(unix.PRIO_PROCESS, 0, 19) // this thread; advisory: the hash runs either way
+	return true
+}
+
 // extraProcs are the processors added for the yielding hashes running now,
 // over GOMAXPROCS as it was before the first: a yielding hash holds a
 // processor while it runs, and the goroutines qemu-img waits for must
@@ -250,7 +275,16 @@ func addProcs(n int) {
 		extraProcs.base = runtime.GOMAXPROCS(0)
 	}
 	extraProcs.n += n
-	runtime.GOMAXPROCS(extraProcs.base + extraProcs.n)
+	switch {
+	case extraProcs.n > 0:
+		runtime.GOMAXPROCS(extraProcs.base + extraProcs.n)
+	case os.Getenv("GOMAXPROCS") == "":
+		// Back to the runtime's default, which then follows the CPU
+		// limit again: setting GOMAXPROCS stopped that.
+		runtime.SetDefaultGOMAXPROCS()
+	default:
+		runtime.GOMAXPROCS(extraProcs.base)
+	}
 }
 
 // sinkError is a failure to write, not to read: the disk, not the network.

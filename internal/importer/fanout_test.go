@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +52,7 @@ func (w *fileWitness) Write(p []byte) (int, error) { return len(p), w.see() }
 // and every sink of a plain fanout, keep the process's priority.
 func TestYieldingHashesRunAtTheLowestPriority(t *testing.T) {
 	base := runtime.GOMAXPROCS(0)
+	ours := processNice(t)
 	data := bytes.Repeat([]byte("disk"), 3*chunkSize/4+1)
 	for _, tc := range []struct {
 		name      string
@@ -59,7 +62,7 @@ func TestYieldingHashesRunAtTheLowestPriority(t *testing.T) {
 		threadEnd bool
 	}{
 		{"yielding", newYieldingFanout, 19, base + 2, true},
-		{"plain", newFanout, 0, base, false},
+		{"plain", newFanout, ours, base, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b, file := &hashWitness{Hash: sha256.New()}, &hashWitness{Hash: sha256.New()}, &fileWitness{}
@@ -79,8 +82,8 @@ func TestYieldingHashesRunAtTheLowestPriority(t *testing.T) {
 					t.Errorf("a hash ran at nice %d with GOMAXPROCS %d, want %d and %d", w.nice, w.procs, tc.nice, tc.procs)
 				}
 			}
-			if file.nice != 0 {
-				t.Errorf("the file's sink ran at nice %d, want 0", file.nice)
+			if file.nice != ours {
+				t.Errorf("the file's sink ran at nice %d, want the process's %d", file.nice, ours)
 			}
 			if got := runtime.GOMAXPROCS(0); got != base {
 				t.Errorf("GOMAXPROCS is %d after Close, was %d", got, base)
@@ -95,6 +98,65 @@ func TestYieldingHashesRunAtTheLowestPriority(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNoThreadKeepsTheHashesPriority: however the runtime places the
+// yielding hashes, no thread of the process is left at their priority once
+// their fanouts closed. The main thread is the one to watch: the runtime
+// never ends it, and a hash goroutine may run on it.
+func TestNoThreadKeepsTheHashesPriority(t *testing.T) {
+	if processNice(t) == 19 {
+		t.Skip("the process itself runs at nice 19")
+	}
+	data := bytes.Repeat([]byte{1}, chunkSize)
+	for range 40 {
+		f := newYieldingFanout(nil, sha256.New(), sha256.New(), sha256.New())
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var left []string
+	for range 300 {
+		if left = threadsAtNice(t, 19); len(left) == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("threads %v of process %d are still at nice 19", left, os.Getpid())
+}
+
+// processNice is the nice value of the thread that calls it: the
+// process's, for a thread the tests did not change.
+func processNice(t *testing.T) int {
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 20 - prio
+}
+
+// threadsAtNice lists the threads of this process at the given nice value.
+func threadsAtNice(t *testing.T, nice int) []string {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at []string
+	for _, task := range tasks {
+		stat, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
+		if err != nil {
+			continue // ended since
+		}
+		// After the command's ")": the state is field 3, the nice field 19.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 16 && fields[16] == strconv.Itoa(nice) {
+			at = append(at, task.Name())
+		}
+	}
+	return at
 }
 
 // threadEnds reports whether the thread tid of this process ends within
