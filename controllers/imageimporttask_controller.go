@@ -222,6 +222,19 @@ func (r *ImageImportTaskReconciler) observeImport(ctx context.Context, task *tas
 	if res := cmp.Or(pushedResult(task), succeededResult(pods)); res != nil {
 		return r.succeeded(ctx, task, obs, res)
 	}
+	if len(pods) == 0 && startProblemOf(task) != nil && finishedCondition(job) == nil && jobCondition(job, batchv1.JobFailureTarget) == nil {
+		// The pods that said why the importer could not start are gone.
+		// The Job controller marks a Job it ends before it deletes the
+		// pods, but pods and Jobs come by different watches: ask the API
+		// server, or what they said would be lost with them.
+		fresh := &batchv1.Job{}
+		switch err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), fresh); {
+		case err == nil:
+			job, obs.job = fresh, fresh
+		case !apierrors.IsNotFound(err):
+			return observation{}, err
+		}
+	}
 	done := finishedCondition(job)
 	if done != nil {
 		pods, err := r.jobPods(ctx, r.APIReader, job) // the final word, not a cache that may lag

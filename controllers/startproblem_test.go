@@ -411,3 +411,96 @@ func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
 	got := waitForCondition(t, task, tasksv1.ConditionReconciling, reason)
 	g.Expect(got.Status.Message).To(ContainSubstring("violates PodSecurity"), "the older status was written back")
 }
+
+// TestWhatThePodsSaidOutlivesThemWhenJobsLag: the Job controller marks a
+// Job it ends (FailureTarget) before it deletes its pods, but the pods and
+// the Jobs come by different watches. A reconcile that sees the pods gone
+// while its cache still has the Job unmarked keeps what the pods said
+// about why the importer could not start, instead of going back to
+// waiting for the importer (and losing the reason the failure then
+// gives). Before, CI saw the reason go back to JobCreated. Here the
+// reconcile reads Jobs from a real cache stopped before the mark.
+func TestWhatThePodsSaidOutlivesThemWhenJobsLag(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, r := startReconciler(managerOptions{only: id})
+	t.Cleanup(stop)
+	ns := newNamespace(t)
+	task := sampleTask(ns, "pull-failed")
+	task.Labels = map[string]string{labelManager: id}
+	createTask(t, task)
+	job := waitForJob(t, task)
+	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
+		now := metav1.Now()
+		s.StartTime, s.Active, s.Ready = &now, 1, ptr.To[int32](0)
+	})
+	pod := createPod(t, job, job.Name+"-a")
+	status := corev1.PodStatus{Phase: corev1.PodPending}
+	status.ContainerStatuses = []corev1.ContainerStatus{{Name: importerContainer, Image: "localhost/imageimport/importer:test",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "not found"}}}}
+	setPodStatus(t, pod, status)
+	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonImagePullFailed)
+
+	// Jobs as they are now, for good.
+	frozenCtx, freeze := context.WithCancel(ctx)
+	frozen, err := cache.New(testCfg, cache.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	go frozen.Start(frozenCtx)
+	g.Expect(frozen.WaitForCacheSync(frozenCtx)).To(BeTrue())
+	g.Eventually(func() error { return frozen.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, wait).Should(Succeed())
+	freeze()
+
+	// The manager stops; the Job controller ends the Job: marks it, then
+	// deletes its pod.
+	stop()
+	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
+		s.Active = 0
+		s.Conditions = append(s.Conditions, batchv1.JobCondition{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue,
+			Reason: batchv1.JobReasonDeadlineExceeded, LastTransitionTime: metav1.Now()})
+	})
+	g.Expect(k8sClient.Delete(ctx, pod)).To(Succeed())
+
+	// A reconcile that sees the pod gone and the Job unmarked.
+	lagging := *r
+	lagging.Client, err = client.New(testCfg, client.Options{Scheme: testScheme,
+		Cache: &client.CacheOptions{Reader: jobsFrom{Reader: r.APIReader, jobs: frozen}}})
+	g.Expect(err).NotTo(HaveOccurred())
+	lagging.importerCache = podsFrom{Cache: r.importerCache, reader: r.APIReader}
+	_, err = lagging.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
+	g.Expect(err).NotTo(HaveOccurred())
+	got := waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonImagePullFailed)
+	g.Expect(got.Status.Message).To(ContainSubstring("ImagePullBackOff: not found"))
+}
+
+// jobsFrom reads Jobs from jobs, and everything else from Reader.
+type jobsFrom struct {
+	client.Reader
+	jobs client.Reader
+}
+
+func (r jobsFrom) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*batchv1.Job); ok {
+		return r.jobs.Get(ctx, key, obj, opts...)
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (r jobsFrom) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*batchv1.JobList); ok {
+		return r.jobs.List(ctx, list, opts...)
+	}
+	return r.Reader.List(ctx, list, opts...)
+}
+
+// podsFrom is the importer cache of a stopped manager, whose lists (pods,
+// events) come from the API server instead.
+type podsFrom struct {
+	cache.Cache
+	reader client.Reader
+}
+
+func (p podsFrom) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	return p.reader.List(ctx, list, opts...)
+}
