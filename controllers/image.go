@@ -108,13 +108,15 @@ func (r *ImageImportTaskReconciler) labelTask(ctx context.Context, task *tasksv1
 	if task.Labels[tasksv1.LabelImageID] == id {
 		return nil
 	}
-	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, tasksv1.LabelImageID, id)
+	// Only over the task as this reconcile read it (a conflict otherwise,
+	// which Reconcile takes for a retry): the status written at the end
+	// then expects the task as this patch leaves it.
+	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q,"labels":{%q:%q}}}`, task.ResourceVersion, tasksv1.LabelImageID, id)
 	labelled := task.DeepCopy() // the response's status must not undo this reconcile's
 	err := r.Patch(ctx, labelled, client.RawPatch(types.MergePatchType, []byte(patch)))
 	if err != nil {
 		return fmt.Errorf("labelling the task with its image id: %w", err)
 	}
-	// The status write at the end expects the task as it is now.
 	task.Labels, task.ResourceVersion = labelled.Labels, labelled.ResourceVersion
 	return nil
 }

@@ -130,25 +130,34 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	before := task.DeepCopy()
 	var tell func() // the events and metrics of the transitions taken
 	defer func() {
+		// The task's resourceVersion moved only by this reconcile's own
+		// writes, each made over the copy it read (labelTask).
+		before.ResourceVersion = task.ResourceVersion
 		err := r.patchStatus(ctx, before, task, retErr == nil)
 		switch {
 		case apierrors.IsConflict(err):
 			// The task changed since the copy this reconcile read: the
 			// cache had not seen our last write yet, or another writer
-			// came first. Nothing was written, so nothing is told: the
-			// transitions were from a status that was no longer the
-			// task's, and telling them would tell them twice. Again,
-			// from the task as it is.
+			// came first. The status was not written, so nothing is told:
+			// the transitions were from a status that was no longer the
+			// task's, and telling them would tell them twice. Again, from
+			// the task as it is.
 			res, retErr = ctrl.Result{RequeueAfter: conflictRetry}, nil
+			return
 		case err != nil:
 			retErr = kerrors.NewAggregate([]error{retErr, err})
-		default:
-			if tell != nil {
-				tell() // once the status that says so is written
-			}
-			if retErr == nil {
-				retErr = r.releaseVolume(ctx, task) // once the end is recorded
-			}
+			return
+		}
+		if tell != nil {
+			tell() // once the status that says so is written
+		}
+		switch {
+		case apierrors.IsConflict(retErr):
+			// Another writer of the task or of its Image came first: a
+			// retry, not an error to log.
+			res, retErr = ctrl.Result{RequeueAfter: conflictRetry}, nil
+		case retErr == nil:
+			retErr = r.releaseVolume(ctx, task) // once the end is recorded
 		}
 	}()
 

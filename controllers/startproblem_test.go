@@ -397,17 +397,9 @@ func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = lagging.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(startProblems(reason)).To(Equal(problemsBefore+1), "the problem was counted again")
-	warnings := func() int {
-		n := 0
-		for _, e := range eventsOf(t, task) {
-			if e.Type == corev1.EventTypeWarning && e.Reason == reason {
-				n++
-			}
-		}
-		return n
-	}
-	g.Consistently(warnings, 2*time.Second).Should(Equal(1), "the problem was told again")
+	// (The Warning event, told again, would only count up a series on the
+	// same Event: the metric is what shows it.)
+	g.Expect(startProblems(reason)).To(Equal(problemsBefore+1), "the problem was told again")
 	got := waitForCondition(t, task, tasksv1.ConditionReconciling, reason)
 	g.Expect(got.Status.Message).To(ContainSubstring("violates PodSecurity"), "the older status was written back")
 }
@@ -503,4 +495,31 @@ type podsFrom struct {
 
 func (p podsFrom) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
 	return p.reader.List(ctx, list, opts...)
+}
+
+// TestOneReconcileLabelsAndWritesTheStatus: the reconcile that labels a
+// task with its image id writes the task's status too. The status write is
+// made over the task as the reconcile read it (resourceVersion), and the
+// label patch moved that on: a review found that every such first
+// reconcile conflicted with its own label and was done again.
+func TestOneReconcileLabelsAndWritesTheStatus(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	_, r, _ := startClockManager(t, 0)
+	direct := *r // no manager reconciles tasks labelled so: only this, from the API server
+	var err error
+	direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	task := sampleTask(newNamespace(t), "recorded")
+	task.Labels = map[string]string{labelManager: "no-manager"}
+	task.Spec.Image = &tasksv1.ImageReference{Name: "some-image"}
+	task.Spec.RecordedFailure = &tasksv1.RecordedFailure{Reason: "InvalidInput", Message: "Recorded."}
+	createTask(t, task)
+	res, err := direct.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).NotTo(Equal(conflictRetry), "the status write conflicted")
+	var got tasksv1.ImageImportTask
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), &got)).To(Succeed())
+	g.Expect(got.Labels).To(HaveKey(tasksv1.LabelImageID))
+	g.Expect(got.Status.Status).To(Equal(tasksv1.TaskFailure))
 }
