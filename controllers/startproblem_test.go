@@ -356,29 +356,15 @@ func TestStartProblem(t *testing.T) {
 func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	id := strings.ToLower(rand.Text()[:12])
-	stop, r := startReconciler(managerOptions{only: id})
-	t.Cleanup(stop)
-	ns := newNamespace(t)
-	task := sampleTask(ns, "told-once")
-	task.Labels = map[string]string{labelManager: id}
-	createTask(t, task)
-	job := waitForJob(t, task)
-	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+	_, r, task, job := startWaitingTask(t, "told-once")
 
 	// A cache that stops here, with the task as it is and its Job.
-	frozenCtx, freeze := context.WithCancel(ctx)
-	frozen, err := cache.New(testCfg, cache.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	go frozen.Start(frozenCtx)
-	g.Expect(frozen.WaitForCacheSync(frozenCtx)).To(BeTrue())
-	g.Eventually(func(g Gomega) {
+	frozen := frozenCache(t, func(g Gomega, c cache.Cache) {
 		var seen tasksv1.ImageImportTask
-		g.Expect(frozen.Get(ctx, client.ObjectKeyFromObject(task), &seen)).To(Succeed())
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(task), &seen)).To(Succeed())
 		g.Expect(seen.Status.JobName).To(Equal(job.Name))
-		g.Expect(frozen.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
-	}, wait).Should(Succeed())
-	freeze()
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
+	})
 
 	// The importer cannot start; the manager tells it, once.
 	reason := tasksv1.ReasonPodCreateFailed
@@ -393,6 +379,7 @@ func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
 
 	// A reconcile that reads the stopped cache.
 	lagging := *r
+	var err error
 	lagging.Client, err = client.New(testCfg, client.Options{Scheme: testScheme, Cache: &client.CacheOptions{Reader: frozen}})
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = lagging.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
@@ -415,15 +402,7 @@ func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
 func TestWhatThePodsSaidOutlivesThemWhenJobsLag(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	id := strings.ToLower(rand.Text()[:12])
-	stop, r := startReconciler(managerOptions{only: id})
-	t.Cleanup(stop)
-	ns := newNamespace(t)
-	task := sampleTask(ns, "pull-failed")
-	task.Labels = map[string]string{labelManager: id}
-	createTask(t, task)
-	job := waitForJob(t, task)
-	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+	stop, r, task, job := startWaitingTask(t, "pull-failed")
 	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
 		now := metav1.Now()
 		s.StartTime, s.Active, s.Ready = &now, 1, ptr.To[int32](0)
@@ -436,13 +415,9 @@ func TestWhatThePodsSaidOutlivesThemWhenJobsLag(t *testing.T) {
 	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonImagePullFailed)
 
 	// Jobs as they are now, for good.
-	frozenCtx, freeze := context.WithCancel(ctx)
-	frozen, err := cache.New(testCfg, cache.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	go frozen.Start(frozenCtx)
-	g.Expect(frozen.WaitForCacheSync(frozenCtx)).To(BeTrue())
-	g.Eventually(func() error { return frozen.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}) }, wait).Should(Succeed())
-	freeze()
+	frozen := frozenCache(t, func(g Gomega, c cache.Cache) {
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
+	})
 
 	// The manager stops; the Job controller ends the Job: marks it, then
 	// deletes its pod.
@@ -456,6 +431,7 @@ func TestWhatThePodsSaidOutlivesThemWhenJobsLag(t *testing.T) {
 
 	// A reconcile that sees the pod gone and the Job unmarked.
 	lagging := *r
+	var err error
 	lagging.Client, err = client.New(testCfg, client.Options{Scheme: testScheme,
 		Cache: &client.CacheOptions{Reader: jobsFrom{Reader: r.APIReader, jobs: frozen}}})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -522,4 +498,34 @@ func TestOneReconcileLabelsAndWritesTheStatus(t *testing.T) {
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), &got)).To(Succeed())
 	g.Expect(got.Labels).To(HaveKey(tasksv1.LabelImageID))
 	g.Expect(got.Status.Status).To(Equal(tasksv1.TaskFailure))
+}
+
+// startWaitingTask runs, for the rest of the test, a manager of its own,
+// and creates a task for it, named name, whose Job it has created.
+func startWaitingTask(t *testing.T, name string) (func(), *ImageImportTaskReconciler, *tasksv1.ImageImportTask, *batchv1.Job) {
+	t.Helper()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, r := startReconciler(managerOptions{only: id})
+	t.Cleanup(stop)
+	task := sampleTask(newNamespace(t), name)
+	task.Labels = map[string]string{labelManager: id}
+	createTask(t, task)
+	job := waitForJob(t, task)
+	waitForCondition(t, task, tasksv1.ConditionReconciling, tasksv1.ReasonJobCreated)
+	return stop, r, task, job
+}
+
+// frozenCache is a real cache of the cluster, stopped once has says it
+// holds what the test needs: from then on it lags.
+func frozenCache(t *testing.T, has func(Gomega, cache.Cache)) cache.Cache {
+	t.Helper()
+	g := NewWithT(t)
+	ctx, freeze := context.WithCancel(context.Background())
+	defer freeze()
+	c, err := cache.New(testCfg, cache.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	go c.Start(ctx)
+	g.Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
+	g.Eventually(func(g Gomega) { has(g, c) }, wait).Should(Succeed())
+	return c
 }
