@@ -3,7 +3,6 @@ package importer
 import (
 	"bytes"
 	"crypto/sha256"
-	"fmt"
 	"hash"
 	"io"
 	"os"
@@ -146,13 +145,7 @@ func threadsAtNice(t *testing.T, nice int) []string {
 	}
 	var at []string
 	for _, task := range tasks {
-		stat, err := os.ReadFile("/proc/self/task/" + task.Name() + "/stat")
-		if err != nil {
-			continue // ended since
-		}
-		// After the command's ")": the state is field 3, the nice field 19.
-		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(fields) > 16 && fields[16] == strconv.Itoa(nice) {
+		if n, ok := threadNice(task.Name()); ok && n == nice {
 			at = append(at, task.Name())
 		}
 	}
@@ -164,14 +157,26 @@ func threadsAtNice(t *testing.T, nice int) []string {
 // exits) or is back from nice 19.
 func leftLowPriority(tid int) bool {
 	for range 300 {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
-		if err != nil {
-			return true
-		}
-		if fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(fields) > 16 && fields[16] != "19" {
+		if n, ok := threadNice(strconv.Itoa(tid)); !ok || n != 19 {
 			return true
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return false
+}
+
+// threadNice is the nice value of the thread tid of this process; false
+// when it has ended.
+func threadNice(tid string) (int, bool) {
+	stat, err := os.ReadFile("/proc/self/task/" + tid + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// After the command's ")": the state is field 3, the nice field 19.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 17 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(fields[16])
+	return n, err == nil
 }
