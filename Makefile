@@ -73,11 +73,11 @@ $(ENVTEST_ASSETS)/kube-apiserver:
 	hack/envtest/build.sh $(ENVTEST_ASSETS) v$(ENVTEST_K8S_VERSION) $(ENVTEST_ETCD_VERSION)
 
 # test ends with the race detector over what runs goroutines side by side (decoders, the
-# fanout, the NBD export); the bomb tests, which only decode zeros, would take minutes under it.
+# fanout, the NBD export, sandboxed programs); the bomb tests, which only decode zeros, would take minutes under it.
 .PHONY: test
 test: manifests generate fmt vet deps setup-envtest ## Run all tests: unit, envtest integration, importer with real qemu-img.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_PACKAGES) -count=1 -coverpkg=./... -coverprofile cover.out
-	go test -race ./internal/unpack ./internal/importer ./internal/nbdexport -count=1 -skip 'Bombs|EveryByte'
+	go test -race ./internal/unpack ./internal/importer ./internal/nbdexport ./internal/sandbox -count=1 -skip 'Bombs|EveryByte'
 
 GLANCE_PORT ?= 19292
 

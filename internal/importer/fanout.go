@@ -122,26 +122,21 @@ func startFanout(depth int, yield bool, done func(int), sinks []io.Writer) *fano
 
 func (f *fanout) drain(w io.Writer, ch chan *chunk, yields bool) {
 	defer f.wg.Done()
-	if yields {
-		was, ok := lowPriorityThread()
-		if !ok {
-			// The main thread, which the runtime never ends: were its
-			// priority not given back, it would outlive the fanout.
-			// Another goroutine drains instead, on another thread, since
-			// this one is ours until it has started.
-			started := make(chan struct{})
-			f.wg.Add(1)
-			go func() {
-				runtime.LockOSThread()
-				close(started)
-				f.drain(w, ch, true)
-				runtime.UnlockOSThread() // this lock's; drain's own stays if its priority does
-			}()
-			<-started
-			runtime.UnlockOSThread()
-			return
-		}
-		defer leaveLowPriority(was)
+	if yields && !lowPriorityThread() {
+		// The main thread, which the runtime never ends: it would keep
+		// nice 19 after the fanout. Another goroutine drains instead, on
+		// another thread, since this one is ours until it has started.
+		started := make(chan struct{})
+		f.wg.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			close(started)
+			f.drain(w, ch, true)
+			runtime.UnlockOSThread() // this lock's; drain's own stays, and ends the thread
+		}()
+		<-started
+		runtime.UnlockOSThread()
+		return
 	}
 	for c := range ch {
 		if f.failed() == nil {
@@ -249,34 +244,20 @@ func (f *fanout) Close() error {
 	return f.failed()
 }
 
-// lowPriorityThread locks the calling goroutine to its thread and puts the
-// thread at nice 19; it returns the nice value the thread had. On the main
-// thread it changes nothing but the lock, and says false.
-func lowPriorityThread() (int, bool) {
+// lowPriorityThread locks the calling goroutine to its thread for good
+// and puts the thread at nice 19: the thread ends with the goroutine, for
+// giving its priority back would need CAP_SYS_NICE, which a pod has not.
+// (Ending threads is safe: sandbox.Cmd keeps a thread of its own for each
+// child, whose Pdeathsig follows the thread that started it.) On the main
+// thread, which the runtime never ends, it changes nothing but the lock,
+// and says false.
+func lowPriorityThread() bool {
 	runtime.LockOSThread()
 	if unix.Gettid() == unix.Getpid() {
-		return 0, false
+		return false
 	}
-	prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0) // this thread's: 20 - nice
-	if err != nil {
-		return 0, true // the hash runs either way
-	}
-	_ = unix.Setpriority(unix.PRIO_PROCESS, 0, 19) // advisory, as above
-	return 20 - prio, true
-}
-
-// leaveLowPriority gives the thread its nice value back and to the
-// runtime's pool, or, where that is not allowed (going back up needs
-// CAP_SYS_NICE, which a pod has not), leaves it locked, so that it ends
-// with the goroutine. Ending threads is what this avoids where it can: a
-// child keeps its Pdeathsig (the sandbox's SIGKILL) on the thread that
-// started it, which may since have become a hash's. The importer runs
-// one import, and no child runs by the time its conversion's hashes end;
-// a process with several imports at once (the tests) would lose theirs.
-func leaveLowPriority(nice int) {
-	if unix.Setpriority(unix.PRIO_PROCESS, 0, nice) == nil {
-		runtime.UnlockOSThread()
-	}
+	_ = unix.Setpriority(unix.PRIO_PROCESS, 0, 19) // advisory: the hash runs either way
+	return true
 }
 
 // extraProcs are the processors added for the yielding hashes running now,

@@ -26,12 +26,14 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -106,7 +108,7 @@ func (s *Sandbox) Close() {
 }
 
 // Command returns the command that runs program with args in the sandbox.
-func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (*exec.Cmd, error) {
+func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (*Cmd, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
@@ -140,7 +142,83 @@ func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (
 	// multiply the heap it reserves.
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C", "MALLOC_ARENA_MAX=2"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return cmd, nil
+	return &Cmd{Cmd: cmd}, nil
+}
+
+// Cmd is a sandboxed program: an exec.Cmd whose Start keeps a thread for
+// it. The launcher gets SIGKILL when its parent dies (Pdeathsig), so that
+// no confined program outlives the importer; but the kernel sends that
+// signal when the thread that started it ends, not the process, and the
+// Go runtime ends a thread whenever a goroutine exits locked to it (as
+// the importer's low-priority hashes do). So the program is started, and
+// waited for, by a goroutine locked to its thread for the program's life:
+// no other goroutine can run there, let alone end it.
+type Cmd struct {
+	*exec.Cmd
+	done chan struct{} // closed when the program ended
+	err  error         // of exec.Cmd.Wait, once done is closed
+}
+
+// Start starts the program and returns once it runs, or failed to start.
+func (c *Cmd) Start() error {
+	if c.done != nil {
+		return errors.New("sandbox: already started")
+	}
+	c.done = make(chan struct{})
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread() // the program has ended: no signal is tied to the thread now
+		defer close(c.done)
+		if c.err = c.Cmd.Start(); c.err != nil {
+			started <- c.err
+			return
+		}
+		started <- nil
+		c.err = c.Cmd.Wait()
+	}()
+	return <-started
+}
+
+// Wait waits for the program to end and returns what exec.Cmd.Wait did;
+// unlike it, Wait may be called again, and from any goroutine.
+func (c *Cmd) Wait() error {
+	if c.done == nil {
+		return errors.New("sandbox: not started")
+	}
+	<-c.done
+	return c.err
+}
+
+// Run starts the program and waits for it.
+func (c *Cmd) Run() error {
+	if err := c.Start(); err != nil {
+		return err
+	}
+	return c.Wait()
+}
+
+// Output runs the program and returns its standard output.
+func (c *Cmd) Output() ([]byte, error) {
+	if c.Stdout != nil {
+		return nil, errors.New("sandbox: Stdout already set")
+	}
+	var out bytes.Buffer
+	c.Stdout = &out
+	err := c.Run()
+	return out.Bytes(), err
+}
+
+// CombinedOutput runs the program and returns its standard output and
+// standard error together.
+func (c *Cmd) CombinedOutput() ([]byte, error) {
+	if c.Stdout != nil || c.Stderr != nil {
+		return nil, errors.New("sandbox: Stdout or Stderr already set")
+	}
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	return out.Bytes(), err
 }
 
 // entered is whether this process called Main (and is not a launcher).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -226,4 +227,57 @@ func TestPassesASocket(t *testing.T) {
 	if err != nil || string(got) != "through the socket\n" {
 		t.Fatalf("read %q, %v from our end", got, err)
 	}
+}
+
+// TestAProgramOutlivesTheThreadThatStartedIt: the kernel sends the
+// launcher's SIGKILL when the thread that started it ends, and a goroutine
+// that exits locked to its thread ends it. Start keeps a thread of its own.
+func TestAProgramOutlivesTheThreadThatStartedIt(t *testing.T) {
+	cmd, err := (&Sandbox{}).Command(context.Background(), "sh", "-c", "read line; echo alive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, out := newPipe(t), new(bytes.Buffer)
+	cmd.Stdin, cmd.Stdout = in.r, out
+	started := make(chan error)
+	onAThreadThatEnds(func() { started <- cmd.Start() })
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	in.r.Close()
+	time.Sleep(200 * time.Millisecond) // the thread has long ended
+	in.w.Close()                       // the program's read ends
+	if err := cmd.Wait(); err != nil || out.String() != "alive\n" {
+		t.Fatalf("the program ended with %v (%q) once the thread that started it ended", err, out.String())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("a second Wait: %v", err)
+	}
+}
+
+type pipe struct{ r, w *os.File }
+
+func newPipe(t *testing.T) pipe {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	return pipe{r, w}
+}
+
+// onAThreadThatEnds runs f in a goroutine locked to a thread that ends
+// with it: not the main thread, which the runtime never ends.
+func onAThreadThatEnds(f func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked
+		if unix.Gettid() != unix.Getpid() {
+			f()
+			return
+		}
+		done := make(chan struct{})
+		onAThreadThatEnds(func() { f(); close(done) }) // on another thread: this one is locked
+		<-done
+	}()
 }

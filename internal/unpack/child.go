@@ -151,7 +151,7 @@ func startChild(t tool, path string, r io.Reader) (*childReader, error) {
 // childReader reads what a decompressor writes.
 type childReader struct {
 	tool   tool
-	cmd    *exec.Cmd
+	cmd    *sandbox.Cmd
 	out    *os.File
 	in     *os.File     // the pipe to the child, written by feed
 	held   atomic.Int64 // bytes feed read and has not written yet
