@@ -325,12 +325,18 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 	msg := fmt.Sprintf("Job %s failed to remove %s (%s: %s); another one starts in %s",
 		job.Name, run.what, done.Reason, done.Message, retry)
 	setImageReady(img, run.ready, tasksv1.ReasonCleanupFailed, msg)
-	// Told now, not with the status: the Job is deleted at once, and a
-	// status write that loses a race would lose the only word of it.
+	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+	if err != nil {
+		// Gone already: a reconcile whose cache lagged behind the one
+		// that deleted it, and told of it.
+		return nil, ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
+	}
+	// Told by the reconcile that deleted the Job, once, and now, not with
+	// the status: a status write that loses a race would lose the only
+	// word of it.
 	r.Recorder.Eventf(img, job, corev1.EventTypeWarning, tasksv1.ReasonCleanupFailed, "Delete", "%s", truncate(msg, 1024))
 	r.Metrics.observeCleanupFailure()
-	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
-	return nil, ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
+	return nil, ctrl.Result{RequeueAfter: retry}, nil
 }
 
 func (r *ImageReconciler) createCleanupJob(ctx context.Context, img *tasksv1.Image, run cleanupRun) error {

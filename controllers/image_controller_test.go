@@ -2,12 +2,14 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -517,6 +520,46 @@ func TestFailedCleanupIsRetried(t *testing.T) {
 	g.Expect(imageGone(ns, img.Name)()).To(BeFalse(), "the image stays until its data is gone")
 	completeJob(t, second)
 	g.Eventually(imageGone(ns, img.Name), wait).Should(BeTrue())
+}
+
+// TestAFailedCleanupIsToldOnceWhenTheCacheLags: a reconcile whose cache
+// still holds a failed cleanup Job that another reconcile deleted (and told
+// of) does not tell of it again.
+func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	stop, _, managed := startReconciler(managerOptions{only: strings.ToLower(rand.Text()[:12])})
+	t.Cleanup(stop)
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: "told-once",
+		Labels: map[string]string{labelManager: "no-manager"}}} // only the reconciles below
+	g.Expect(k8sClient.Create(ctx, img)).To(Succeed())
+	run := cleanupRun{name: cleanupJobName(img), target: cleanupTarget{claim: "image-store", file: img.Name},
+		what: "the image's data", ready: metav1.ConditionFalse, reason: tasksv1.ReasonDeleting}
+	job := desiredCleanupJob(img, run.name, run.target, testImporterConfig())
+	g.Expect(k8sClient.Create(ctx, job)).To(Succeed())
+	failJob(t, job, batchv1.JobReasonBackoffLimitExceeded, 3)
+	frozen := frozenCache(t, func(g Gomega, c cache.Cache) {
+		var seen batchv1.Job
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(job), &seen)).To(Succeed())
+		g.Expect(finishedCondition(&seen)).NotTo(BeNil())
+	})
+
+	r := *managed
+	reg := prometheus.NewRegistry()
+	r.Metrics = NewMetrics(reg, k8sClient) // counts these reconciles only
+	lagging := r
+	var err error
+	r.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	lagging.Client, err = client.New(testCfg, client.Options{Scheme: testScheme, Cache: &client.CacheOptions{Reader: frozen}})
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, rec := range []*ImageReconciler{&r, &lagging} {
+		w := &imageWrite{r: rec, before: img.DeepCopy(), img: img.DeepCopy()}
+		_, res, err := rec.runCleanupJob(ctx, w, run)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(res.RequeueAfter).To(BeNumerically(">", 0), "another cleanup Job starts later")
+	}
+	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0), "told once, by the reconcile that deleted the Job")
 }
 
 func TestProtectedImageDeletionRefused(t *testing.T) {

@@ -97,6 +97,11 @@ type ImageImportTaskReconciler struct {
 	// deleted importer pods to go (DefaultImporterReleaseWait if zero).
 	ImporterReleaseWait time.Duration
 
+	// conflicts spaces out the retries of a task whose writes keep
+	// meeting a newer copy (a cache that lags long, another writer), from
+	// conflictRetry up; SetupWithManager makes it.
+	conflicts workqueue.TypedRateLimiter[reconcile.Request]
+
 	// importerCache holds the importer pods, the store claims and the Job
 	// controller's FailedCreate events, and nothing else (label and field
 	// selectors); SetupWithManager makes it.
@@ -122,6 +127,7 @@ type ImageImportTaskReconciler struct {
 func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	task := &tasksv1.ImageImportTask{}
 	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
+		r.conflicts.Forget(req)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !task.DeletionTimestamp.IsZero() {
@@ -142,7 +148,7 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 			// the transitions were from a status that was no longer the
 			// task's, and telling them would tell them twice. Again, from
 			// the task as it is.
-			res, retErr = ctrl.Result{RequeueAfter: conflictRetry}, nil
+			res, retErr = ctrl.Result{RequeueAfter: r.conflicts.When(req)}, nil
 			return
 		case err != nil:
 			retErr = kerrors.NewAggregate([]error{retErr, err})
@@ -155,8 +161,9 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		case apierrors.IsConflict(retErr):
 			// Another writer of the task or of its Image came first: a
 			// retry, not an error to log.
-			res, retErr = ctrl.Result{RequeueAfter: conflictRetry}, nil
+			res, retErr = ctrl.Result{RequeueAfter: r.conflicts.When(req)}, nil
 		case retErr == nil:
+			r.conflicts.Forget(req)
 			retErr = r.releaseVolume(ctx, task) // once the end is recorded
 		}
 	}()
@@ -177,7 +184,7 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.annotateVolume(ctx, task); err != nil {
 		return ctrl.Result{}, err
 	}
-	res, err := r.expire(ctx, task)
+	res, err := r.expire(ctx, task, before.Status.ExpiresAt != nil)
 	if recheck > 0 && (res.RequeueAfter == 0 || recheck < res.RequeueAfter) {
 		res.RequeueAfter = recheck
 	}
@@ -524,12 +531,19 @@ func transitionNote(task *tasksv1.ImageImportTask, tr transition) string {
 
 // expire deletes a finished task at expiresAt when it opted in, and
 // otherwise leaves it alone forever.
-func (r *ImageImportTaskReconciler) expire(ctx context.Context, task *tasksv1.ImageImportTask) (ctrl.Result, error) {
+//
+// written is whether the status that says when was written before this
+// reconcile. One that has just finished the task is not deleted yet: the
+// delete would come before its status write, which then meets a newer
+// task (and, were the task kept by another controller's finalizer, the
+// next reconcile would find it being deleted), so that the end of the
+// import would never be recorded.
+func (r *ImageImportTaskReconciler) expire(ctx context.Context, task *tasksv1.ImageImportTask, written bool) (ctrl.Result, error) {
 	if task.Status.ExpiresAt == nil || expiryPolicy(task) != tasksv1.ExpiryPolicyDelete {
 		return ctrl.Result{}, nil
 	}
-	if left := task.Status.ExpiresAt.Sub(r.Clock.Now()); left > 0 {
-		return ctrl.Result{RequeueAfter: left}, nil
+	if left := task.Status.ExpiresAt.Sub(r.Clock.Now()); left > 0 || !written {
+		return ctrl.Result{RequeueAfter: max(left, expireRetry)}, nil
 	}
 	err := r.Delete(ctx, task, client.Preconditions{UID: &task.UID}, client.PropagationPolicy(metav1.DeletePropagationBackground))
 	if err != nil {
@@ -560,9 +574,21 @@ func (r *ImageImportTaskReconciler) patchStatus(ctx context.Context, before, tas
 	return client.IgnoreNotFound(err)
 }
 
-// conflictRetry is how soon a reconcile whose status write met a newer
-// task runs again: about when the cache has caught up with that task.
-const conflictRetry = 100 * time.Millisecond
+// expireRetry is how soon a task that expired when it finished is looked
+// at again, to be deleted once its end is recorded.
+const expireRetry = 10 * time.Millisecond
+
+// conflictRetry is how soon a reconcile whose write met a newer task runs
+// again: about when the cache has caught up with that task. Each conflict
+// in a row doubles it, up to conflictRetryMax.
+const (
+	conflictRetry    = 100 * time.Millisecond
+	conflictRetryMax = 10 * time.Second
+)
+
+func newConflictBackoff() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](conflictRetry, conflictRetryMax)
+}
 
 // SetupWithManager registers the reconciler: it watches tasks, the Jobs
 // they own, the importer pods, the store claims and the Job controller's
@@ -573,6 +599,7 @@ func (r *ImageImportTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
+	r.conflicts = newConflictBackoff()
 	importerPods, err := labels.NewRequirement(tasksv1.LabelTaskUID, selection.Exists, nil)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
 	"net/http"
 	"strings"
@@ -471,6 +472,43 @@ func TestExpiryDeletesOnlyOptedInTasks(t *testing.T) {
 	g.Expect(res).To(Equal(reconcile.Result{}))
 	g.Consistently(gone(plain), 2*time.Second).Should(BeFalse(), "a plain task is never deleted")
 	g.Expect(gone(annotated)()).To(BeFalse(), "the expiry-policy annotation is not read")
+}
+
+// TestATaskThatExpiresAsItEndsRecordsItsEnd: with --task-ttl=0 a task
+// expires in the reconcile that finishes it. Deleted there, before its
+// status write, and kept by another controller's finalizer, it was left
+// without its end: the write met the deleted task, and a task being
+// deleted is not reconciled.
+func TestATaskThatExpiresAsItEndsRecordsItsEnd(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, _, _ := startReconciler(managerOptions{taskTTL: ptr.To(time.Duration(0)), only: id})
+	t.Cleanup(stop)
+	ns := newNamespace(t)
+	task := sampleTask(ns, "expires-at-once")
+	task.Labels = map[string]string{labelManager: id}
+	task.Spec.ExpiryPolicy = tasksv1.ExpiryPolicyDelete
+	task.Finalizers = []string{"test.imageimport.io/keep"} // another controller's
+	createTask(t, task)
+	t.Cleanup(func() {
+		got := &tasksv1.ImageImportTask{}
+		if k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got) == nil {
+			got.Finalizers = nil
+			_ = k8sClient.Update(ctx, got)
+		}
+	})
+	job := waitForJob(t, task)
+	finishPod(t, job, job.Name+"-a", 0, resultJSON(t, importresult.Result{ImageID: imageID(task), Size: 1}), time.Now())
+	completeJob(t, job)
+
+	got := &tasksv1.ImageImportTask{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got)).To(Succeed())
+		g.Expect(got.DeletionTimestamp).NotTo(BeNil(), "expiryPolicy: Delete, at once")
+	}, wait).Should(Succeed())
+	g.Expect(got.Status.Status).To(Equal(tasksv1.TaskSuccess), "the end is recorded before the task is deleted")
+	g.Expect(got.Status.ExpiresAt).NotTo(BeNil())
 }
 
 func TestMetricsServed(t *testing.T) {

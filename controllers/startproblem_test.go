@@ -382,8 +382,15 @@ func TestATransitionIsToldOnceWhenTheCacheLags(t *testing.T) {
 	var err error
 	lagging.Client, err = client.New(testCfg, client.Options{Scheme: testScheme, Cache: &client.CacheOptions{Reader: frozen}})
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = lagging.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
-	g.Expect(err).NotTo(HaveOccurred())
+	lagging.conflicts = newConflictBackoff() // its own: the manager's forgets the task at its next write
+	var retries []time.Duration
+	for range 3 {
+		res, err := lagging.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
+		g.Expect(err).NotTo(HaveOccurred())
+		retries = append(retries, res.RequeueAfter)
+	}
+	g.Expect(retries).To(Equal([]time.Duration{conflictRetry, 2 * conflictRetry, 4 * conflictRetry}),
+		"a task whose writes keep conflicting is retried less and less often")
 	// (The Warning event, told again, would only count up a series on the
 	// same Event: the metric is what shows it.)
 	g.Expect(startProblems(reason)).To(Equal(problemsBefore+1), "the problem was told again")
@@ -505,7 +512,7 @@ func TestOneReconcileLabelsAndWritesTheStatus(t *testing.T) {
 func startWaitingTask(t *testing.T, name string) (func(), *ImageImportTaskReconciler, *tasksv1.ImageImportTask, *batchv1.Job) {
 	t.Helper()
 	id := strings.ToLower(rand.Text()[:12])
-	stop, r := startReconciler(managerOptions{only: id})
+	stop, r, _ := startReconciler(managerOptions{only: id})
 	t.Cleanup(stop)
 	task := sampleTask(newNamespace(t), name)
 	task.Labels = map[string]string{labelManager: id}

@@ -37,6 +37,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/test/policies"
@@ -127,6 +128,8 @@ type managerOptions struct {
 	storeClaimTimeout time.Duration
 	// importer edits the manager's importer configuration, if set.
 	importer func(*ImporterConfig)
+	// taskTTL is the reconciler's TaskTTL (testTTL if nil).
+	taskTTL *time.Duration
 	// only is the labelManager value of the tasks this manager reconciles;
 	// "" for the shared manager, which reconciles the tasks without one.
 	only string
@@ -135,11 +138,11 @@ type managerOptions struct {
 // startManager runs a manager with the reconciler until the returned
 // function is called; that function waits for it to stop.
 func startManager(opts managerOptions) func() {
-	stop, _ := startReconciler(opts)
+	stop, _, _ := startReconciler(opts)
 	return stop
 }
 
-func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
+func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler, *ImageReconciler) {
 	op, values := selection.DoesNotExist, []string(nil)
 	if opts.only != "" {
 		op, values = selection.Equals, []string{opts.only}
@@ -174,7 +177,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 		Clock:                   cmp.Or[clock.WithTicker](opts.clock, clock.RealClock{}),
 		Metrics:                 testMetrics,
 		Importer:                importer,
-		TaskTTL:                 testTTL,
+		TaskTTL:                 ptr.Deref(opts.taskTTL, testTTL),
 		StoreClaimTimeout:       cmp.Or(opts.storeClaimTimeout, testStoreClaimTimeout),
 		MaxConcurrentReconciles: 4,
 		ContainerCreatingGrace:  time.Second, // a stuck pod is told of in a test's time
@@ -205,7 +208,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler) {
 			panic(err)
 		}
 	}()
-	return func() { cancel(); <-done }, r
+	return func() { cancel(); <-done }, r, images
 }
 
 // startClockManager runs, for the rest of the test, a manager whose
@@ -231,7 +234,7 @@ func startClockManager(t *testing.T, storeClaimTimeout time.Duration) (*clocktes
 		}
 	}()
 	id := strings.ToLower(rand.Text()[:12])
-	stop, r := startReconciler(managerOptions{clock: fake, storeClaimTimeout: storeClaimTimeout, only: id})
+	stop, r, _ := startReconciler(managerOptions{clock: fake, storeClaimTimeout: storeClaimTimeout, only: id})
 	t.Cleanup(func() { stop(); cancel() })
 	return fake, r, map[string]string{labelManager: id}
 }
@@ -242,7 +245,7 @@ func startClockManager(t *testing.T, storeClaimTimeout time.Duration) (*clocktes
 func startManagerFor(t *testing.T, edit func(*ImporterConfig)) map[string]string {
 	t.Helper()
 	id := strings.ToLower(rand.Text()[:12])
-	stop, _ := startReconciler(managerOptions{importer: edit, only: id})
+	stop, _, _ := startReconciler(managerOptions{importer: edit, only: id})
 	t.Cleanup(stop)
 	return map[string]string{labelManager: id}
 }
@@ -385,9 +388,14 @@ func failOnPanics(t *testing.T) {
 // histogram, with the given labels, in the registry the managers use; 0
 // when there is none yet.
 func gathered(name string, labels map[string]string) float64 {
+	return gatheredFrom(metrics.Registry, name, labels)
+}
+
+// gatheredFrom is gathered from another registry than the manager's.
+func gatheredFrom(reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	// An error is about other metrics (imageimport_tasks once the API
 	// server has stopped): the families gathered are still right.
-	families, _ := metrics.Registry.Gather()
+	families, _ := reg.Gather()
 	for _, f := range families {
 		if f.GetName() != name {
 			continue
