@@ -39,14 +39,14 @@ func cleanupJobName(img *tasksv1.Image) string {
 // freeJobName is the name of the Job that removes what the import of a
 // task deleted before the image was settled may have written. It differs
 // from cleanupJobName, and from one claim of the image to the next (the
-// task's name and the time of the claim): a Job of an earlier claim,
-// complete, never passes for this one's.
+// task's name and UID, and the time of the claim): a Job of an earlier
+// claim, complete, never passes for this one's.
 func freeJobName(img *tasksv1.Image) string {
 	claimed := ""
 	if t := img.Status.UpdatedAt; t != nil {
 		claimed = t.UTC().Format(time.RFC3339)
 	}
-	sum := sha256.Sum256([]byte(string(img.UID) + "/" + img.Status.ImportTask + "/" + claimed))
+	sum := sha256.Sum256([]byte(string(img.UID) + "/" + img.Status.ImportTask + "/" + string(img.Status.ImportTaskUID) + "/" + claimed))
 	suffix := hex.EncodeToString(sum[:4])
 	prefix := "free-" + img.Name
 	if limit := 63 - len(suffix) - 1; len(prefix) > limit {

@@ -48,7 +48,7 @@ func (r *ImageReconciler) cancelImport(ctx context.Context, w *imageWrite, now t
 			fmt.Sprintf("Task %s was deleted; waiting for its importer to end: %s", task, running))
 		return ctrl.Result{RequeueAfter: importerExitRecheck}, nil
 	}
-	succeeded := importSucceeded(pods, task, img.Name)
+	succeeded := importSucceeded(pods, img)
 	target := cleanupTarget{claim: r.Importer.StoreClaimName, file: img.Name}
 	freed, freeJob := "", (*batchv1.Job)(nil)
 	gone, err := r.storeGone(ctx, img, target.claim)
@@ -116,15 +116,26 @@ func (r *ImageReconciler) importerRunning(ctx context.Context, img *tasksv1.Imag
 	return "", pods.Items, nil
 }
 
-// importSucceeded says whether an ended importer pod of the task reports
-// that it stored the image.
-func importSucceeded(pods []corev1.Pod, task, imageID string) bool {
+// importSucceeded says whether an ended importer pod of the image's
+// claimant reports that it stored the image.
+func importSucceeded(pods []corev1.Pod, img *tasksv1.Image) bool {
 	var mine []corev1.Pod
 	for _, p := range pods {
-		if p.Labels[tasksv1.LabelTaskName] == truncateLabel(task) {
+		if ranForClaimant(&p, img) {
 			mine = append(mine, p)
 		}
 	}
 	res, _ := lastResult(mine)
-	return res != nil && res.Error == "" && res.Reason == "" && res.ImageID == imageID
+	return res != nil && res.Error == "" && res.Reason == "" && res.ImageID == img.Name
+}
+
+// ranForClaimant says whether an importer pod ran for the task that
+// claimed the image: by its UID, since a task of the same name may have
+// imported into the image before; by its name for a claim that recorded
+// no UID (made before claims did).
+func ranForClaimant(pod *corev1.Pod, img *tasksv1.Image) bool {
+	if uid := img.Status.ImportTaskUID; uid != "" {
+		return pod.Labels[tasksv1.LabelTaskUID] == string(uid)
+	}
+	return pod.Labels[tasksv1.LabelTaskName] == truncateLabel(img.Status.ImportTask)
 }

@@ -668,6 +668,51 @@ func TestClaimedBy(t *testing.T) {
 // A task recreated under the name of one whose import made the image
 // active does not take the image back: only a queued image is imported
 // into, whoever claimed it before.
+// TestImportSucceededReadsTheClaimantsPods: a task of the same name that
+// imported into the image before is another task; its pod's success is not
+// the claimant's.
+func TestImportSucceededReadsTheClaimantsPods(t *testing.T) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	pod := func(uid types.UID, finished time.Time, res importresult.Result) corev1.Pod {
+		return corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{tasksv1.LabelTaskName: "gitops", tasksv1.LabelTaskUID: string(uid)}},
+			Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: importerContainer,
+				State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+					FinishedAt: metav1.NewTime(finished), Message: resultJSON(t, res)}}}}},
+		}
+	}
+	stored := importresult.Result{ImageID: "img", Size: 1}
+	refused := importresult.Result{ImageID: "img", Error: "not a qcow2 image", Reason: "InvalidImage"}
+	img := func(uid types.UID) *tasksv1.Image {
+		return &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Name: "img"}, Status: tasksv1.ImageStatus{ImportTask: "gitops", ImportTaskUID: uid}}
+	}
+	// The earlier task's pod ended last: the claimant's was refused.
+	pods := []corev1.Pod{pod("claimant", at, refused), pod("earlier", at.Add(time.Minute), stored)}
+	if importSucceeded(pods, img("claimant")) {
+		t.Error("the success of an earlier task of the same name was taken for the claimant's")
+	}
+	if !importSucceeded(pods, img("earlier")) {
+		t.Error("the claimant's own success was not seen")
+	}
+	if !importSucceeded(pods, img("")) {
+		t.Error("a claim without a UID reads the pods of the task's name")
+	}
+}
+
+// TestFreeJobNameIsTheClaimsOwn: two claims by tasks of one name in the
+// same second (a task replaced at once) free with Jobs of their own, so
+// that the first one's, complete, is not taken for the second's.
+func TestFreeJobNameIsTheClaimsOwn(t *testing.T) {
+	at := metav1.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	claim := func(uid types.UID) *tasksv1.Image {
+		return &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Name: "img", UID: "image"},
+			Status: tasksv1.ImageStatus{ImportTask: "gitops", ImportTaskUID: uid, UpdatedAt: &at}}
+	}
+	if a, b := freeJobName(claim("a")), freeJobName(claim("b")); a == b {
+		t.Errorf("both claims free with Job %s", a)
+	}
+}
+
 func TestARecreatedTaskDoesNotReclaimAnActiveImage(t *testing.T) {
 	old := metav1.NewTime(time.Now().Add(-time.Hour))
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Name: "x"},
