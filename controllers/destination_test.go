@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/yaml"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
@@ -195,6 +196,52 @@ func TestVolumeImageLifecycle(t *testing.T) {
 
 // TestVolumeRefusedAtOnce: what no volume could fix fails the task at once,
 // with no claim and no Job.
+// TestAVolumeImportRecordsItsResultBeforeItsPodsGo: the result of a
+// volume import is in the task's status before any of its importer pods,
+// the only others to hold it, is deleted; deleted in the same reconcile, a
+// status write that then conflicted lost the result with them.
+func TestAVolumeImportRecordsItsResultBeforeItsPodsGo(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	_, r, _ := startClockManager(t, 0)
+	direct := *r // no manager reconciles tasks labelled so: only this, from the API server
+	var err error
+	direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	task := volumeTask(newNamespaceWithoutClaim(t), "recorded-first", &tasksv1.VolumeDestination{StorageClassName: ptr.To("fast")})
+	task.Labels = map[string]string{labelManager: "no-manager"}
+	createTask(t, task)
+	reconcileTask := func() {
+		_, err := direct.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(task)})
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	job := &batchv1.Job{}
+	g.Eventually(func() error {
+		reconcileTask()
+		return k8sClient.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: jobName(task)}, job)
+	}, wait).Should(Succeed())
+	pod := createPod(t, job, job.Name+"-a")
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: importerContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			Reason: "Completed", Message: resultJSON(t, importresult.Result{ImageID: taskImageID(task), Size: 1})}},
+	}}})
+	g.Eventually(func() corev1.PodPhase {
+		var seen corev1.Pod
+		g.Expect(direct.importerCache.Get(ctx, client.ObjectKeyFromObject(pod), &seen)).To(Succeed())
+		return seen.Status.Phase
+	}, wait).Should(Equal(corev1.PodSucceeded))
+
+	reconcileTask()
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), task)).To(Succeed())
+	g.Expect(task.Status.ImporterResult).NotTo(BeEmpty())
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed(), "the pod was deleted by the reconcile that wrote its result")
+	g.Expect(pod.DeletionTimestamp).To(BeNil(), "the pod is being deleted by the reconcile that wrote its result")
+	reconcileTask()
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), pod))
+	}, wait).Should(BeTrue(), "the pod goes once its result is in the status")
+}
+
 func TestVolumeRefusedAtOnce(t *testing.T) {
 	cases := []struct {
 		name    string

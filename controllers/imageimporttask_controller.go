@@ -418,7 +418,11 @@ func lastResult(pods []corev1.Pod) (*importresult.Result, string) {
 // the importer pods are gone: the kubelet applies a consumer pod's fsGroup
 // to a local volume only when no other pod has it mounted, so a virtual
 // machine started at once would be denied its disk. Meanwhile the result
-// waits in the status, since the pods that told it are deleted.
+// waits in the status, since the pods that told it are deleted: written
+// there first (the importer's push may have failed), and the pods deleted
+// by a later reconcile, which that write brings (importerPushedResult).
+// Deleted in the same one, a status write that then met a newer task would
+// have lost the result with the pods.
 func (r *ImageImportTaskReconciler) succeeded(ctx context.Context, task *tasksv1.ImageImportTask, obs observation, res *importresult.Result) (observation, error) {
 	if volumeOf(task, r.Importer.Destination) != nil {
 		if task.Status.ImporterResult == "" {
@@ -427,6 +431,8 @@ func (r *ImageImportTaskReconciler) succeeded(ctx context.Context, task *tasksv1
 				return observation{}, err
 			}
 			task.Status.ImporterResult = string(b)
+			obs.releasing, obs.recheck = true, resultRecordedRecheck
+			return obs, nil
 		}
 		wait, err := r.deleteFinishedImporters(ctx, task)
 		if err != nil || wait > 0 {
@@ -573,6 +579,11 @@ func (r *ImageImportTaskReconciler) patchStatus(ctx context.Context, before, tas
 	err := r.Status().Patch(ctx, task, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
 	return client.IgnoreNotFound(err)
 }
+
+// resultRecordedRecheck is how soon a volume import whose result was just
+// written to its status is looked at again, should the watch event of that
+// write not come.
+const resultRecordedRecheck = time.Second
 
 // expireRetry is how soon a task that expired when it finished is looked
 // at again, to be deleted once its end is recorded.
