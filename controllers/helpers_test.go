@@ -110,6 +110,14 @@ func completeJob(t *testing.T, job *batchv1.Job) {
 }
 
 // failJob marks the Job Failed for reason after failedPods failed pods.
+// setTaskStatus edits a task's status as another writer would.
+func setTaskStatus(t *testing.T, task *tasksv1.ImageImportTask, edit func(*tasksv1.ImageImportTaskStatus)) {
+	t.Helper()
+	base := task.DeepCopy()
+	edit(&task.Status)
+	NewWithT(t).Expect(k8sClient.Status().Patch(context.Background(), task, client.MergeFrom(base))).To(Succeed())
+}
+
 func failJob(t *testing.T, job *batchv1.Job, reason string, failedPods int32) {
 	now := metav1.Now()
 	patchJobStatus(t, job, func(s *batchv1.JobStatus) {

@@ -175,7 +175,9 @@ func claimedBy(img *tasksv1.Image, task *tasksv1.ImageImportTask) bool {
 	return st.ImportTaskUID == task.UID
 }
 
-// claimRecheck is how often a task waits for its predecessor's claim.
+// claimRecheck is how often a task that waits for its predecessor's claim
+// looks again, should it miss the image's return to queued
+// (tasksWaitingForImage).
 const claimRecheck = 5 * time.Second
 
 // holdImageData adds the data finalizer before any byte is written, so

@@ -22,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tasksv1 "github.com/imageimport/image-import-operator/api/v1alpha1"
 	"github.com/imageimport/image-import-operator/internal/importresult"
@@ -370,6 +372,43 @@ func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
 	completeJob(t, &free)
 	waitForJob(t, second)
 	g.Expect(waitForImage(t, ns, "replaced", tasksv1.ImageImporting).Status.ImportTaskUID).To(Equal(second.UID))
+}
+
+// TestTasksWaitingForAnImageQueuedAgain: an Image queued again brings back
+// at once the tasks of its id that have no Job yet (a task recreated under
+// its name waits for that), and no others.
+func TestTasksWaitingForAnImageQueuedAgain(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	_, r, _ := startClockManager(t, 0)
+	ns := newNamespace(t)
+	byName := map[string]*tasksv1.ImageImportTask{}
+	for _, name := range []string{"waiting", "running", "ended", "other-image"} {
+		task := importInto(ns, name, "shared", "")
+		if name == "other-image" {
+			task.Spec.Image.Name = "other"
+		}
+		task.Labels = map[string]string{labelManager: "no-manager", tasksv1.LabelImageID: task.Spec.Image.Name}
+		byName[name] = createTask(t, task)
+	}
+	setTaskStatus(t, byName["running"], func(s *tasksv1.ImageImportTaskStatus) { s.JobName = "running-job" })
+	setTaskStatus(t, byName["ended"], func(s *tasksv1.ImageImportTaskStatus) { s.Status = tasksv1.TaskFailure })
+	direct := *r
+	var err error
+	direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shared"}}
+	g.Expect(direct.tasksWaitingForImage(ctx, img)).To(ConsistOf(
+		reconcile.Request{NamespacedName: client.ObjectKeyFromObject(byName["waiting"])}))
+
+	queued := func(from, to tasksv1.ImagePhase) bool {
+		return imageQueuedAgain().Update(event.UpdateEvent{
+			ObjectOld: &tasksv1.Image{Status: tasksv1.ImageStatus{Status: from}},
+			ObjectNew: &tasksv1.Image{Status: tasksv1.ImageStatus{Status: to}}})
+	}
+	g.Expect(queued(tasksv1.ImageImporting, tasksv1.ImageQueued)).To(BeTrue())
+	g.Expect(queued(tasksv1.ImageQueued, tasksv1.ImageQueued)).To(BeFalse(), "no change of status")
+	g.Expect(queued(tasksv1.ImageQueued, tasksv1.ImageImporting)).To(BeFalse())
 }
 
 // importing starts a task's import into a queued Image, and its importer

@@ -119,7 +119,7 @@ type ImageImportTaskReconciler struct {
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks,verbs=patch
-// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images,verbs=get;create;patch
+// +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images/status,verbs=get;patch
 
 // Reconcile makes sure a task has its Job and that its status says what the
@@ -602,8 +602,8 @@ func newConflictBackoff() workqueue.TypedRateLimiter[reconcile.Request] {
 }
 
 // SetupWithManager registers the reconciler: it watches tasks, the Jobs
-// they own, the importer pods, the store claims and the Job controller's
-// FailedCreate events. The last three come from a cache of their own that
+// they own, the importer pods, the store claims, the Job controller's
+// FailedCreate events, and Images queued again. The last three come from a cache of their own that
 // holds only those (selectors), not every pod, claim and event of the
 // cluster.
 func (r *ImageImportTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -645,6 +645,8 @@ func (r *ImageImportTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			handler.EnqueueRequestsFromMapFunc(r.taskOfEvent))).
 		WatchesRawSource(source.Kind(r.importerCache, client.Object(&corev1.PersistentVolumeClaim{}),
 			handler.EnqueueRequestsFromMapFunc(r.tasksWaitingForClaim))).
+		Watches(&tasksv1.Image{}, handler.EnqueueRequestsFromMapFunc(r.tasksWaitingForImage),
+			builder.WithPredicates(imageQueuedAgain())).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
 			// A work queue on r.Clock: RequeueAfter (expiry, the store
@@ -685,6 +687,38 @@ func (r *ImageImportTaskReconciler) taskOfJob(ctx context.Context, namespace, na
 
 // tasksWaitingForClaim maps a store claim to the tasks of its namespace
 // that have no Job yet.
+// tasksWaitingForImage maps an Image queued again to the tasks that have
+// not claimed it yet (a task recreated under the name of the one whose
+// import was cancelled waits for that): at once, not at their next look.
+func (r *ImageImportTaskReconciler) tasksWaitingForImage(ctx context.Context, obj client.Object) []reconcile.Request {
+	var tasks tasksv1.ImageImportTaskList
+	if err := r.List(ctx, &tasks, client.InNamespace(obj.GetNamespace()), client.MatchingLabels{tasksv1.LabelImageID: obj.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the ImageImportTasks of an Image queued again", "image", obj.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, t := range tasks.Items {
+		if !t.Status.Status.Terminal() && t.Status.JobName == "" {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
+		}
+	}
+	return reqs
+}
+
+// imageQueuedAgain lets through the update of an Image to queued from
+// another status: the only change a task that waits for its image needs.
+func imageQueuedAgain() predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			was, is := e.ObjectOld.(*tasksv1.Image), e.ObjectNew.(*tasksv1.Image)
+			return is.Status.Status == tasksv1.ImageQueued && was.Status.Status != tasksv1.ImageQueued
+		},
+	}
+}
+
 func (r *ImageImportTaskReconciler) tasksWaitingForClaim(ctx context.Context, obj client.Object) []reconcile.Request {
 	var tasks tasksv1.ImageImportTaskList
 	if err := r.List(ctx, &tasks, client.InNamespace(obj.GetNamespace())); err != nil {
