@@ -86,7 +86,7 @@ func (c *Config) qemuImg(ctx context.Context, sb *sandbox.Sandbox, args ...strin
 	cmd.Stderr = &stderr
 	start := time.Now()
 	out, err := cmd.Output()
-	c.timed(stepName(args), start, cmd.ProcessState)
+	c.timed(stepName(args), start, cmd.ProcessState())
 	if err != nil {
 		return out, &qemuError{err: err, stderr: strings.TrimSpace(stderr.String())}
 	}
@@ -372,7 +372,7 @@ func (c *Config) qemuConvertStream(ctx context.Context, src *os.File, srcFormat 
 	_, streamErr := sink.ReadFrom(nbdexport.New(ours, virtualSize))
 	ours.Close() // a stream that failed cuts qemu-img off
 	waitErr := cmd.Wait()
-	c.timed("qemu-img convert "+diskformat.QemuFormat(srcFormat)+" (stream)", start, cmd.ProcessState)
+	c.timed("qemu-img convert "+diskformat.QemuFormat(srcFormat)+" (stream)", start, cmd.ProcessState())
 	what := fmt.Sprintf("Converting the %s image to raw", srcFormat)
 	var se *sinkError
 	switch {

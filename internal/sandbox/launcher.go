@@ -25,12 +25,14 @@ func Main() {
 	var (
 		requireLandlock   bool
 		cpu, memory, size int64
+		parent            int
 		read, write, pass fdList
 	)
 	fs.BoolVar(&requireLandlock, "landlock", true, "")
 	fs.Int64Var(&cpu, "cpu", 0, "")
 	fs.Int64Var(&memory, "memory", 0, "")
 	fs.Int64Var(&size, "fsize", 0, "")
+	fs.IntVar(&parent, "parent", 0, "")
 	fs.Var(&read, "read", "")
 	fs.Var(&write, "write", "")
 	fs.Var(&pass, "pass", "") // a socket: no file rule
@@ -41,6 +43,15 @@ func Main() {
 
 	// Every restriction below applies to this thread, which then execs.
 	runtime.LockOSThread()
+	// The parent-death signal is this thread's too, and the exec keeps
+	// only its own: the runtime may have moved us off the thread that was
+	// forked with it (Command's Pdeathsig).
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fail("setting the parent-death signal: %v", err)
+	}
+	if parent != 0 && os.Getppid() != parent {
+		fail("the importer (pid %d) ended before the program started", parent)
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		fail("setting no_new_privs: %v", err)
 	}

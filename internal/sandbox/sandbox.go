@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,6 +131,7 @@ func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (
 		"-cpu=" + strconv.FormatInt(int64(s.Limits.CPU/time.Second), 10),
 		"-memory=" + strconv.FormatInt(s.Limits.Memory, 10),
 		"-fsize=" + strconv.FormatInt(s.Limits.FileSize, 10),
+		"-parent=" + strconv.Itoa(os.Getpid()),
 	}
 	for i, flag := range s.flags {
 		argv = append(argv, flag+strconv.Itoa(3+i))
@@ -142,19 +144,28 @@ func (s *Sandbox) Command(ctx context.Context, program string, args ...string) (
 	// multiply the heap it reserves.
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=C", "MALLOC_ARENA_MAX=2"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return &Cmd{Cmd: cmd}, nil
+	return &Cmd{cmd: cmd}, nil
 }
 
-// Cmd is a sandboxed program: an exec.Cmd whose Start keeps a thread for
-// it. The launcher gets SIGKILL when its parent dies (Pdeathsig), so that
-// no confined program outlives the importer; but the kernel sends that
-// signal when the thread that started it ends, not the process, and the
-// Go runtime ends a thread whenever a goroutine exits locked to it (as
-// the importer's low-priority hashes do). So the program is started, and
-// waited for, by a goroutine locked to its thread for the program's life:
-// no other goroutine can run there, let alone end it.
+// Cmd is a sandboxed program, run as exec.Cmd runs one, but for where it
+// is started from. The launcher gets SIGKILL when its parent dies
+// (Pdeathsig), so that no confined program outlives the importer; but the
+// kernel sends that signal when the thread that started it ends, not the
+// process, and the Go runtime ends a thread whenever a goroutine exits
+// locked to it (as the importer's low-priority hashes do). So the program
+// is started, and waited for, by a goroutine locked to its thread for the
+// program's life: no other goroutine can run there, let alone end it.
+//
+// The exec.Cmd is not exposed: its Start would start the program from any
+// thread, and its pipes would be closed by the waiting goroutine as soon as
+// the program ends, unread.
 type Cmd struct {
-	*exec.Cmd
+	// Stdin, Stdout and Stderr are exec.Cmd's, set before Start.
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+
+	cmd  *exec.Cmd
 	done chan struct{} // closed when the program ended
 	err  error         // of exec.Cmd.Wait, once done is closed
 }
@@ -164,18 +175,19 @@ func (c *Cmd) Start() error {
 	if c.done != nil {
 		return errors.New("sandbox: already started")
 	}
+	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
 	c.done = make(chan struct{})
 	started := make(chan error)
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread() // the program has ended: no signal is tied to the thread now
 		defer close(c.done)
-		if c.err = c.Cmd.Start(); c.err != nil {
+		if c.err = c.cmd.Start(); c.err != nil {
 			started <- c.err
 			return
 		}
 		started <- nil
-		c.err = c.Cmd.Wait()
+		c.err = c.cmd.Wait()
 	}()
 	return <-started
 }
@@ -198,14 +210,24 @@ func (c *Cmd) Run() error {
 	return c.Wait()
 }
 
-// Output runs the program and returns its standard output.
+// Output runs the program and returns its standard output. As
+// exec.Cmd.Output, when Stderr is not set, the program's standard error
+// (its first 64 KiB) is in the *exec.ExitError of a failure.
 func (c *Cmd) Output() ([]byte, error) {
 	if c.Stdout != nil {
 		return nil, errors.New("sandbox: Stdout already set")
 	}
 	var out bytes.Buffer
 	c.Stdout = &out
+	var stderr *headBuffer
+	if c.Stderr == nil {
+		stderr = &headBuffer{max: 64 << 10}
+		c.Stderr = stderr
+	}
 	err := c.Run()
+	if exit := (*exec.ExitError)(nil); stderr != nil && errors.As(err, &exit) {
+		exit.Stderr = stderr.Bytes()
+	}
 	return out.Bytes(), err
 }
 
@@ -219,6 +241,40 @@ func (c *Cmd) CombinedOutput() ([]byte, error) {
 	c.Stdout, c.Stderr = &out, &out
 	err := c.Run()
 	return out.Bytes(), err
+}
+
+// Kill kills the program, if it was started.
+func (c *Cmd) Kill() error {
+	if c.done == nil || c.cmd.Process == nil {
+		return errors.New("sandbox: not started")
+	}
+	return c.cmd.Process.Kill()
+}
+
+// ProcessState is how the program ended, once Wait returned; nil before.
+func (c *Cmd) ProcessState() *os.ProcessState {
+	if c.done == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return c.cmd.ProcessState
+	default:
+		return nil
+	}
+}
+
+// headBuffer keeps the first max bytes written to it and drops the rest.
+type headBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *headBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		b.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // entered is whether this process called Main (and is not a launcher).

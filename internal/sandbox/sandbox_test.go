@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -280,4 +281,38 @@ func onAThreadThatEnds(f func()) {
 		onAThreadThatEnds(func() { f(); close(done) }) // on another thread: this one is locked
 		<-done
 	}()
+}
+
+// TestOutputKeepsWhatTheProgramSaidOnFailure, as exec.Cmd.Output does.
+func TestOutputKeepsWhatTheProgramSaidOnFailure(t *testing.T) {
+	cmd, err := (&Sandbox{}).Command(context.Background(), "sh", "-c", "echo out; echo oops >&2; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("Output: %q, %v", out, err)
+	}
+	if exit.ExitCode() != 3 || string(exit.Stderr) != "oops\n" || string(out) != "out\n" {
+		t.Fatalf("Output: %q, %v (stderr %q)", out, err, exit.Stderr)
+	}
+	if cmd.ProcessState() == nil || cmd.ProcessState().ExitCode() != 3 {
+		t.Errorf("ProcessState: %v", cmd.ProcessState())
+	}
+}
+
+// TestTheLauncherRunsNothingForAnImporterGone: the launcher sets its own
+// parent-death signal (the exec keeps the signal of the thread that execs,
+// which need not be the one forked with it), and then runs nothing if the
+// importer has already ended.
+func TestTheLauncherRunsNothingForAnImporterGone(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(self, Marker, "-landlock=false", "-parent=1", "--", "/bin/echo", "ran").CombinedOutput()
+	if !IsSetupFailure(err) || !strings.Contains(string(out), "ended before the program started") {
+		t.Fatalf("a launcher whose importer is gone: %q, %v", out, err)
+	}
 }

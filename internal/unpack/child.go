@@ -262,7 +262,7 @@ func (c *childReader) classify(err error) error {
 // Close kills the child if it still runs, and waits for it. The feeder may
 // still wait for the source: it ends once the source is closed.
 func (c *childReader) Close() error {
-	c.cmd.Process.Kill()
+	c.cmd.Kill()
 	c.once.Do(func() {
 		c.cmd.Wait()
 		c.err = errors.New("closed")
