@@ -61,7 +61,7 @@ type ImageReconciler struct {
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images/finalizers,verbs=update
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=imageimporttasks,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch
@@ -325,18 +325,43 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 	msg := fmt.Sprintf("Job %s failed to remove %s (%s: %s); another one starts in %s",
 		job.Name, run.what, done.Reason, done.Message, retry)
 	setImageReady(img, run.ready, tasksv1.ReasonCleanupFailed, msg)
-	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
-	if err != nil {
-		// Gone already: a reconcile whose cache lagged behind the one
-		// that deleted it, and told of it.
-		return nil, ctrl.Result{RequeueAfter: retry}, client.IgnoreNotFound(err)
+	switch told, err := r.markFailureTold(ctx, job); {
+	case apierrors.IsConflict(err):
+		return nil, ctrl.Result{RequeueAfter: time.Second}, nil // another reconcile's mark, or a Job changed since the cache's copy
+	case err != nil:
+		return nil, ctrl.Result{}, client.IgnoreNotFound(err)
+	case told:
+		// Now, not with the status: a status write that loses a race
+		// would lose the only word of it.
+		r.Recorder.Eventf(img, job, corev1.EventTypeWarning, tasksv1.ReasonCleanupFailed, "Delete", "%s", truncate(msg, 1024))
+		r.Metrics.observeCleanupFailure()
 	}
-	// Told by the reconcile that deleted the Job, once, and now, not with
-	// the status: a status write that loses a race would lose the only
-	// word of it.
-	r.Recorder.Eventf(img, job, corev1.EventTypeWarning, tasksv1.ReasonCleanupFailed, "Delete", "%s", truncate(msg, 1024))
-	r.Metrics.observeCleanupFailure()
-	return nil, ctrl.Result{RequeueAfter: retry}, nil
+	// The failed Job stays for the pause: while it is there, no other
+	// starts (its deletion would bring a reconcile that creates one).
+	if left := retry - r.Clock.Since(done.LastTransitionTime.Time); left > 0 {
+		return nil, ctrl.Result{RequeueAfter: left}, nil
+	}
+	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
+	return nil, ctrl.Result{RequeueAfter: time.Second}, client.IgnoreNotFound(err)
+}
+
+// annotationFailureTold marks a failed cleanup Job whose failure was told.
+const annotationFailureTold = "tasks.imageimport.io/failure-told"
+
+// markFailureTold marks the failed Job as told, and says whether this call
+// did: of the reconciles that see it failed, the one whose mark lands
+// tells, once. The mark is made over the Job as this reconcile read it (a
+// cache that lags behind another's mark has a conflict).
+func (r *ImageReconciler) markFailureTold(ctx context.Context, job *batchv1.Job) (bool, error) {
+	if job.Annotations[annotationFailureTold] != "" {
+		return false, nil
+	}
+	before := job.DeepCopy()
+	metav1.SetMetaDataAnnotation(&job.ObjectMeta, annotationFailureTold, "true")
+	if err := r.Patch(ctx, job, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (r *ImageReconciler) createCleanupJob(ctx context.Context, img *tasksv1.Image, run cleanupRun) error {

@@ -551,6 +551,8 @@ func TestFailedCleanupIsRetried(t *testing.T) {
 	g.Eventually(func() []taskEvent { return eventsRegarding(t, ns, img.UID) }, wait).Should(ContainElement(
 		And(HaveField("Type", corev1.EventTypeWarning), HaveField("Reason", tasksv1.ReasonCleanupFailed))))
 	g.Eventually(func() float64 { return gathered("imageimport_image_cleanup_failures_total", nil) }, wait).Should(Equal(failures + 1))
+	g.Consistently(func() types.UID { return cleanupJobOf(t, img).UID }, time.Second).Should(Equal(first.UID),
+		"the failed Job is replaced only after the pause (the manager's CleanupRetry, 3 s)")
 	var second *batchv1.Job
 	g.Eventually(func() types.UID {
 		second = cleanupJobOf(t, img)
@@ -562,8 +564,8 @@ func TestFailedCleanupIsRetried(t *testing.T) {
 }
 
 // TestAFailedCleanupIsToldOnceWhenTheCacheLags: a reconcile whose cache
-// still holds a failed cleanup Job that another reconcile deleted (and told
-// of) does not tell of it again.
+// holds a failed cleanup Job as it was before another reconcile marked it
+// told does not tell of it again.
 func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -598,7 +600,7 @@ func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(res.RequeueAfter).To(BeNumerically(">", 0), "another cleanup Job starts later")
 	}
-	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0), "told once, by the reconcile that deleted the Job")
+	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0), "told once, by the reconcile that marked the Job")
 }
 
 func TestProtectedImageDeletionRefused(t *testing.T) {

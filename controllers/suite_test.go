@@ -195,7 +195,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler, *
 		Metrics:   testMetrics,
 		Importer:  importer,
 		// A failed cleanup Job is replaced in a test's time.
-		CleanupRetry: time.Second,
+		CleanupRetry: 3 * time.Second,
 	}
 	if err := images.SetupWithManager(mgr); err != nil {
 		panic(err)
