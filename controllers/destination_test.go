@@ -203,11 +203,7 @@ func TestVolumeImageLifecycle(t *testing.T) {
 func TestAVolumeImportRecordsItsResultBeforeItsPodsGo(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	_, r, _ := startClockManager(t, 0)
-	direct := *r // no manager reconciles tasks labelled so: only this, from the API server
-	var err error
-	direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
+	direct := directReconciler(t) // no manager reconciles tasks labelled no-manager: only this
 	task := volumeTask(newNamespaceWithoutClaim(t), "recorded-first", &tasksv1.VolumeDestination{StorageClassName: ptr.To("fast")})
 	task.Labels = map[string]string{labelManager: "no-manager"}
 	createTask(t, task)

@@ -380,7 +380,6 @@ func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
 func TestTasksWaitingForAnImageQueuedAgain(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	_, r, _ := startClockManager(t, 0)
 	ns := newNamespace(t)
 	byName := map[string]*tasksv1.ImageImportTask{}
 	for _, name := range []string{"waiting", "running", "ended", "other-image"} {
@@ -393,10 +392,7 @@ func TestTasksWaitingForAnImageQueuedAgain(t *testing.T) {
 	}
 	setTaskStatus(t, byName["running"], func(s *tasksv1.ImageImportTaskStatus) { s.JobName = "running-job" })
 	setTaskStatus(t, byName["ended"], func(s *tasksv1.ImageImportTaskStatus) { s.Status = tasksv1.TaskFailure })
-	direct := *r
-	var err error
-	direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
+	direct := directReconciler(t)
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shared"}}
 	g.Expect(direct.tasksWaitingForImage(ctx, img)).To(ConsistOf(
 		reconcile.Request{NamespacedName: client.ObjectKeyFromObject(byName["waiting"])}))

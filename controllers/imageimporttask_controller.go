@@ -685,15 +685,19 @@ func (r *ImageImportTaskReconciler) taskOfJob(ctx context.Context, namespace, na
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: namespace, Name: owner.Name}}}
 }
 
-// tasksWaitingForClaim maps a store claim to the tasks of its namespace
-// that have no Job yet.
 // tasksWaitingForImage maps an Image queued again to the tasks that have
 // not claimed it yet (a task recreated under the name of the one whose
 // import was cancelled waits for that): at once, not at their next look.
 func (r *ImageImportTaskReconciler) tasksWaitingForImage(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.tasksWithoutJob(ctx, "of an Image queued again", client.InNamespace(obj.GetNamespace()),
+		client.MatchingLabels{tasksv1.LabelImageID: obj.GetName()})
+}
+
+// tasksWithoutJob lists the tasks that have not ended and have no Job yet.
+func (r *ImageImportTaskReconciler) tasksWithoutJob(ctx context.Context, which string, opts ...client.ListOption) []reconcile.Request {
 	var tasks tasksv1.ImageImportTaskList
-	if err := r.List(ctx, &tasks, client.InNamespace(obj.GetNamespace()), client.MatchingLabels{tasksv1.LabelImageID: obj.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing the ImageImportTasks of an Image queued again", "image", obj.GetName())
+	if err := r.List(ctx, &tasks, opts...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the ImageImportTasks "+which)
 		return nil
 	}
 	var reqs []reconcile.Request
@@ -719,17 +723,8 @@ func imageQueuedAgain() predicate.Funcs {
 	}
 }
 
+// tasksWaitingForClaim maps a store claim to the tasks of its namespace
+// that have no Job yet.
 func (r *ImageImportTaskReconciler) tasksWaitingForClaim(ctx context.Context, obj client.Object) []reconcile.Request {
-	var tasks tasksv1.ImageImportTaskList
-	if err := r.List(ctx, &tasks, client.InNamespace(obj.GetNamespace())); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing ImageImportTasks waiting for their store claim")
-		return nil
-	}
-	var reqs []reconcile.Request
-	for _, t := range tasks.Items {
-		if !t.Status.Status.Terminal() && t.Status.JobName == "" {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&t)})
-		}
-	}
-	return reqs
+	return r.tasksWithoutJob(ctx, "waiting for their store claim", client.InNamespace(obj.GetNamespace()))
 }

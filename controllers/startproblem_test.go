@@ -488,11 +488,7 @@ func (p podsFrom) List(ctx context.Context, list client.ObjectList, opts ...clie
 func TestOneReconcileLabelsAndWritesTheStatus(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	_, r, _ := startClockManager(t, 0)
-	direct := *r // no manager reconciles tasks labelled so: only this, from the API server
-	var err error
-	direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
+	direct := directReconciler(t) // no manager reconciles tasks labelled no-manager: only this
 	task := sampleTask(newNamespace(t), "recorded")
 	task.Labels = map[string]string{labelManager: "no-manager"}
 	task.Spec.Image = &tasksv1.ImageReference{Name: "some-image"}

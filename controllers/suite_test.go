@@ -239,6 +239,20 @@ func startClockManager(t *testing.T, storeClaimTimeout time.Duration) (*clocktes
 	return fake, r, map[string]string{labelManager: id}
 }
 
+// directReconciler is a task reconciler of a manager of the test's own,
+// that reads the API server instead of the manager's cache: for the tasks
+// labelled no-manager, which only the test's calls reconcile.
+func directReconciler(t *testing.T) *ImageImportTaskReconciler {
+	t.Helper()
+	_, r, _ := startClockManager(t, 0)
+	direct := *r
+	var err error
+	if direct.Client, err = client.New(testCfg, client.Options{Scheme: testScheme}); err != nil {
+		t.Fatal(err)
+	}
+	return &direct
+}
+
 // startManagerFor runs, for the rest of the test, a manager with an
 // importer configuration of its own for the tasks that carry the returned
 // labels.
