@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -55,6 +56,11 @@ type ImageReconciler struct {
 	// CleanupRetry is the pause before another cleanup Job after one
 	// failed (DefaultCleanupRetry if zero).
 	CleanupRetry time.Duration
+
+	// conflicts spaces out the retries of an image whose writes keep
+	// meeting a newer copy (the task reconciler writes its claim and
+	// finalizer too); SetupWithManager makes it.
+	conflicts workqueue.TypedRateLimiter[reconcile.Request]
 }
 
 // +kubebuilder:rbac:groups=tasks.imageimport.io,resources=images,verbs=get;list;watch;create;patch
@@ -68,13 +74,24 @@ type ImageReconciler struct {
 
 // Reconcile moves an Image along Glance's image statuses and removes the
 // data of a deleted one.
-func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *ImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	img := &tasksv1.Image{}
 	if err := r.Get(ctx, req.NamespacedName, img); err != nil {
+		r.conflicts.Forget(req)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	w := &imageWrite{r: r, before: img.DeepCopy(), img: img}
-	defer func() { retErr = w.flush(ctx, retErr) }()
+	defer func() {
+		switch retErr = w.flush(ctx, retErr); {
+		case onlyConflicts(retErr):
+			// Another writer of the image came first, or the cache had not
+			// seen our last write: a retry, not an error to log. Nothing
+			// was told (flush tells after its write).
+			res, retErr = ctrl.Result{RequeueAfter: r.conflicts.When(req)}, nil
+		case retErr == nil:
+			r.conflicts.Forget(req)
+		}
+	}()
 	note := w.note
 
 	now := r.Clock.Now()
@@ -455,6 +472,7 @@ func (r *ImageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
+	r.conflicts = newConflictBackoff()
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tasksv1.Image{}).
 		Owns(&batchv1.Job{}).

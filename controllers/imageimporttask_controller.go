@@ -8,6 +8,7 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -141,7 +142,7 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		before.ResourceVersion = task.ResourceVersion
 		err := r.patchStatus(ctx, before, task, retErr == nil)
 		switch {
-		case apierrors.IsConflict(err):
+		case onlyConflicts(err):
 			// The task changed since the copy this reconcile read: the
 			// cache had not seen our last write yet, or another writer
 			// came first. The status was not written, so nothing is told:
@@ -158,7 +159,7 @@ func (r *ImageImportTaskReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 			tell() // once the status that says so is written
 		}
 		switch {
-		case apierrors.IsConflict(retErr):
+		case onlyConflicts(retErr):
 			// Another writer of the task or of its Image came first: a
 			// retry, not an error to log.
 			res, retErr = ctrl.Result{RequeueAfter: r.conflicts.When(req)}, nil
@@ -589,16 +590,27 @@ const resultRecordedRecheck = time.Second
 // at again, to be deleted once its end is recorded.
 const expireRetry = 10 * time.Millisecond
 
-// conflictRetry is how soon a reconcile whose write met a newer task runs
-// again: about when the cache has caught up with that task. Each conflict
-// in a row doubles it, up to conflictRetryMax.
+// conflictRetry is how soon a reconcile whose write met a newer object
+// runs again: about when the cache has caught up with it. Each conflict in
+// a row doubles it, up to conflictRetryMax: a second at most, for a retry
+// that comes late behind a cache that has caught up delays the import.
 const (
 	conflictRetry    = 100 * time.Millisecond
-	conflictRetryMax = 10 * time.Second
+	conflictRetryMax = time.Second
 )
 
 func newConflictBackoff() workqueue.TypedRateLimiter[reconcile.Request] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](conflictRetry, conflictRetryMax)
+}
+
+// onlyConflicts says whether err is a conflict, or an aggregate of nothing
+// else: writes that met a newer object, for a retry.
+func onlyConflicts(err error) bool {
+	var agg kerrors.Aggregate
+	if errors.As(err, &agg) {
+		return !slices.ContainsFunc(agg.Errors(), func(e error) bool { return !onlyConflicts(e) })
+	}
+	return apierrors.IsConflict(err)
 }
 
 // SetupWithManager registers the reconciler: it watches tasks, the Jobs

@@ -143,6 +143,11 @@ func main() {
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "image-import-operator.tasks.imageimport.io",
+		// The lease goes as the manager stops (the program ends with it):
+		// on a rollout the new manager leads at once, instead of after the
+		// lease expires, with no task reconciled meanwhile (28 s in
+		// bench/throughput right after make run).
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		log.Error(err, "Unable to create the manager")
