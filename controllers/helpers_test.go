@@ -109,7 +109,6 @@ func completeJob(t *testing.T, job *batchv1.Job) {
 	})
 }
 
-// failJob marks the Job Failed for reason after failedPods failed pods.
 // setTaskStatus edits a task's status as another writer would.
 func setTaskStatus(t *testing.T, task *tasksv1.ImageImportTask, edit func(*tasksv1.ImageImportTaskStatus)) {
 	t.Helper()
@@ -118,6 +117,7 @@ func setTaskStatus(t *testing.T, task *tasksv1.ImageImportTask, edit func(*tasks
 	NewWithT(t).Expect(k8sClient.Status().Patch(context.Background(), task, client.MergeFrom(base))).To(Succeed())
 }
 
+// failJob marks the Job Failed for reason after failedPods failed pods.
 func failJob(t *testing.T, job *batchv1.Job, reason string, failedPods int32) {
 	now := metav1.Now()
 	patchJobStatus(t, job, func(s *batchv1.JobStatus) {

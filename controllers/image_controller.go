@@ -345,8 +345,12 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 	switch told, err := r.markFailureTold(ctx, job); {
 	case apierrors.IsConflict(err):
 		return nil, ctrl.Result{RequeueAfter: time.Second}, nil // another reconcile's mark, or a Job changed since the cache's copy
+	case apierrors.IsNotFound(err):
+		return nil, ctrl.Result{RequeueAfter: time.Second}, nil
 	case err != nil:
-		return nil, ctrl.Result{}, client.IgnoreNotFound(err)
+		// Telling is not worth the retry: the condition says it, the log
+		// says why it was not told, and the pause and the next Job go on.
+		ctrl.LoggerFrom(ctx).Error(err, "Marking a failed cleanup Job told; its failure is not told", "job", job.Name)
 	case told:
 		// Now, not with the status: a status write that loses a race
 		// would lose the only word of it.
@@ -354,8 +358,9 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 		r.Metrics.observeCleanupFailure()
 	}
 	// The failed Job stays for the pause: while it is there, no other
-	// starts (its deletion would bring a reconcile that creates one).
-	if left := retry - r.Clock.Since(done.LastTransitionTime.Time); left > 0 {
+	// starts (its deletion would bring a reconcile that creates one). At
+	// most the pause: a failure time ahead of our clock does not stretch it.
+	if left := min(retry-r.Clock.Since(done.LastTransitionTime.Time), retry); left > 0 {
 		return nil, ctrl.Result{RequeueAfter: left}, nil
 	}
 	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})

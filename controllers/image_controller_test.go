@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -602,6 +603,42 @@ func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0), "told once, by the reconcile that marked the Job")
 }
 
+// TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked: telling is
+// best effort; a mark the API server refuses (an older ClusterRole without
+// patch on Jobs, a policy) does not keep the next cleanup Job from starting.
+func TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	stop, _, managed := startReconciler(managerOptions{only: strings.ToLower(rand.Text()[:12])})
+	t.Cleanup(stop)
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: "unmarked",
+		Labels: map[string]string{labelManager: "no-manager"}}} // only the reconcile below
+	g.Expect(k8sClient.Create(ctx, img)).To(Succeed())
+	run := cleanupRun{name: cleanupJobName(img), target: cleanupTarget{claim: "image-store", file: img.Name},
+		what: "the image's data", ready: metav1.ConditionFalse, reason: tasksv1.ReasonDeleting}
+	job := desiredCleanupJob(img, run.name, run.target, testImporterConfig())
+	g.Expect(k8sClient.Create(ctx, job)).To(Succeed())
+	failJob(t, job, batchv1.JobReasonBackoffLimitExceeded, 3)
+
+	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	r := *managed
+	r.CleanupRetry = time.Nanosecond // the pause is over
+	r.Client = interceptor.NewClient(direct, interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if _, isJob := obj.(*batchv1.Job); isJob {
+				return apierrors.NewForbidden(batchv1.Resource("jobs"), obj.GetName(), io.ErrUnexpectedEOF)
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})
+	w := &imageWrite{r: &r, before: img.DeepCopy(), img: img.DeepCopy()}
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue(),
+		"the failed Job was kept, and no other could start")
+}
+
 // TestAnImageWriteThatMeetsANewerImageIsRetriedQuietly: the task
 // reconciler writes an image's claim and finalizer while the Image
 // reconciler settles it, and a cache may lag: such a conflict is a retry,
@@ -737,9 +774,6 @@ func TestClaimedBy(t *testing.T) {
 	}
 }
 
-// A task recreated under the name of one whose import made the image
-// active does not take the image back: only a queued image is imported
-// into, whoever claimed it before.
 // TestImportSucceededReadsTheClaimantsPods: a task of the same name that
 // imported into the image before is another task; its pod's success is not
 // the claimant's.
@@ -785,6 +819,9 @@ func TestFreeJobNameIsTheClaimsOwn(t *testing.T) {
 	}
 }
 
+// A task recreated under the name of one whose import made the image
+// active does not take the image back: only a queued image is imported
+// into, whoever claimed it before.
 func TestARecreatedTaskDoesNotReclaimAnActiveImage(t *testing.T) {
 	old := metav1.NewTime(time.Now().Add(-time.Hour))
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Name: "x"},

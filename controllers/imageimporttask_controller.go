@@ -426,7 +426,7 @@ func lastResult(pods []corev1.Pod) (*importresult.Result, string) {
 // have lost the result with the pods.
 func (r *ImageImportTaskReconciler) succeeded(ctx context.Context, task *tasksv1.ImageImportTask, obs observation, res *importresult.Result) (observation, error) {
 	if volumeOf(task, r.Importer.Destination) != nil {
-		if task.Status.ImporterResult == "" {
+		if pushedResult(task) == nil { // none, or one that is not this result (another writer's)
 			b, err := importresult.Marshal(*res)
 			if err != nil {
 				return observation{}, err
@@ -459,7 +459,8 @@ func pushedResult(task *tasksv1.ImageImportTask) *importresult.Result {
 }
 
 // importerPushedResult lets through the status update that carries the
-// importer's result; the reconciler ignores its other status writes.
+// importer's result (or the reconciler's own write of it, for a volume
+// import: see succeeded); the reconciler ignores its other status writes.
 func importerPushedResult() predicate.Funcs {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		was, is := e.ObjectOld.(*tasksv1.ImageImportTask), e.ObjectNew.(*tasksv1.ImageImportTask)
@@ -614,10 +615,10 @@ func onlyConflicts(err error) bool {
 }
 
 // SetupWithManager registers the reconciler: it watches tasks, the Jobs
-// they own, the importer pods, the store claims, the Job controller's
-// FailedCreate events, and Images queued again. The last three come from a cache of their own that
-// holds only those (selectors), not every pod, claim and event of the
-// cluster.
+// they own, Images queued again, the importer pods, the store claims and
+// the Job controller's FailedCreate events. The last three come from a
+// cache of their own that holds only those (selectors), not every pod,
+// claim and event of the cluster.
 func (r *ImageImportTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}

@@ -311,7 +311,11 @@ func TestTheLauncherRunsNothingForAnImporterGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(self, Marker, "-landlock=false", "-parent=1", "--", "/bin/echo", "ran").CombinedOutput()
+	gone := exec.Command("true") // a process that ended: certainly not the launcher's parent
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(self, Marker, "-landlock=false", "-parent="+strconv.Itoa(gone.Process.Pid), "--", "/bin/echo", "ran").CombinedOutput()
 	if !IsSetupFailure(err) || !strings.Contains(string(out), "ended before the program started") {
 		t.Fatalf("a launcher whose importer is gone: %q, %v", out, err)
 	}
