@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -66,7 +67,8 @@ func (r *ImageImportTaskReconciler) linkImage(ctx context.Context, task *tasksv1
 		if ready := meta.FindStatusCondition(img.Status.Conditions, tasksv1.ConditionReady); ready != nil && ready.Message != "" {
 			why += " (" + ready.Message + ")"
 		}
-		return &observation{waiting: &problem{tasksv1.ReasonPriorImportCancelling, why + "."}, recheck: claimRecheck}, nil
+		return &observation{waiting: &problem{tasksv1.ReasonPriorImportCancelling, why + "."},
+			recheck: cmp.Or(r.PriorImportRecheck, DefaultPriorImportRecheck)}, nil
 	}
 	if err := r.holdImageData(ctx, img); err != nil {
 		return nil, err
@@ -175,10 +177,10 @@ func claimedBy(img *tasksv1.Image, task *tasksv1.ImageImportTask) bool {
 	return st.ImportTaskUID == task.UID
 }
 
-// claimRecheck is how often a task that waits for its predecessor's claim
-// looks again, should it miss the image's return to queued
-// (tasksWaitingForImage).
-const claimRecheck = 5 * time.Second
+// DefaultPriorImportRecheck is how often a task that waits for its
+// predecessor's import to be cancelled looks again, should it miss the
+// image's return to queued (tasksWaitingForImage).
+const DefaultPriorImportRecheck = 5 * time.Second
 
 // holdImageData adds the data finalizer before any byte is written, so
 // that deleting the image removes them. The optimistic lock keeps the

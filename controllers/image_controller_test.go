@@ -378,6 +378,44 @@ func TestATaskRecreatedUnderItsNameWaitsForTheFirstImport(t *testing.T) {
 	g.Expect(waitForImage(t, ns, "replaced", tasksv1.ImageImporting).Status.ImportTaskUID).To(Equal(second.UID))
 }
 
+// TestARecreatedTaskStartsWhenItsImageIsQueuedAgain: the watch of Images,
+// not the task's own next look (an hour away here), brings the recreated
+// task back once the first import is cancelled.
+func TestARecreatedTaskStartsWhenItsImageIsQueuedAgain(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	id := strings.ToLower(rand.Text()[:12])
+	stop, _, _ := startReconciler(managerOptions{priorImportRecheck: time.Hour, only: id})
+	t.Cleanup(stop)
+	labels := map[string]string{labelManager: id}
+	ns := newNamespace(t)
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "replaced", Labels: labels},
+		Spec: tasksv1.ImageSpec{Name: "cirros", DiskFormat: "raw", ContainerFormat: "bare"}}
+	g.Expect(k8sClient.Create(ctx, img)).To(Succeed())
+	first := importInto(ns, "gitops", "replaced", "")
+	first.Labels = labels
+	createTask(t, first)
+	waitForImage(t, ns, "replaced", tasksv1.ImageImporting)
+	job := waitForJob(t, first)
+	pod := createPod(t, job, job.Name+"-a")
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	g.Expect(k8sClient.Delete(ctx, first)).To(Succeed())
+	g.Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+	var second *tasksv1.ImageImportTask
+	g.Eventually(func() error {
+		second = importInto(ns, "gitops", "replaced", "")
+		second.Labels = labels
+		return k8sClient.Create(ctx, second)
+	}, wait).Should(Succeed())
+	waitForCondition(t, second, tasksv1.ConditionReconciling, tasksv1.ReasonPriorImportCancelling)
+
+	setPodStatus(t, pod, corev1.PodStatus{Phase: corev1.PodFailed})
+	g.Eventually(func() []batchv1.Job { return cleanupJobsOf(t, ns) }, wait).Should(HaveLen(1))
+	free := cleanupJobsOf(t, ns)[0]
+	completeJob(t, &free)
+	waitForJob(t, second)
+}
+
 // TestTasksWaitingForAnImageQueuedAgain: an Image queued again brings back
 // at once the tasks of its id that have no Job yet (a task recreated under
 // its name waits for that), and no others.

@@ -94,6 +94,11 @@ type ImageImportTaskReconciler struct {
 	// container before the kubelet's warnings about it are looked for
 	// (DefaultContainerCreatingGrace if zero).
 	ContainerCreatingGrace time.Duration
+	// PriorImportRecheck is how often a task that waits for its
+	// predecessor's import to be cancelled looks again, should it miss the
+	// watch event of its image queued again (DefaultPriorImportRecheck if
+	// zero).
+	PriorImportRecheck time.Duration
 	// ImporterReleaseWait bounds the wait of a volume import for its
 	// deleted importer pods to go (DefaultImporterReleaseWait if zero).
 	ImporterReleaseWait time.Duration

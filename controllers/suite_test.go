@@ -128,6 +128,8 @@ type managerOptions struct {
 	storeClaimTimeout time.Duration
 	// importer edits the manager's importer configuration, if set.
 	importer func(*ImporterConfig)
+	// priorImportRecheck is the reconciler's (the default if zero).
+	priorImportRecheck time.Duration
 	// taskTTL is the reconciler's TaskTTL (testTTL if nil).
 	taskTTL *time.Duration
 	// only is the labelManager value of the tasks this manager reconciles;
@@ -182,6 +184,7 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler, *
 		MaxConcurrentReconciles: 4,
 		ContainerCreatingGrace:  time.Second, // a stuck pod is told of in a test's time
 		ImporterReleaseWait:     5 * time.Second,
+		PriorImportRecheck:      opts.priorImportRecheck,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		panic(err)
