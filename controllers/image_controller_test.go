@@ -601,22 +601,32 @@ func TestFailedCleanupIsRetried(t *testing.T) {
 	g.Eventually(imageGone(ns, img.Name), wait).Should(BeTrue())
 }
 
+// failedCleanup makes an Image that no manager reconciles, and its cleanup
+// Job, failed; it returns an Image reconciler of a manager of the test's
+// own, for the test's calls.
+func failedCleanup(t *testing.T, name string) (*ImageReconciler, *tasksv1.Image, *batchv1.Job, cleanupRun) {
+	t.Helper()
+	g := NewWithT(t)
+	stop, _, images := startReconciler(managerOptions{only: strings.ToLower(rand.Text()[:12])})
+	t.Cleanup(stop)
+	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: name,
+		Labels: map[string]string{labelManager: "no-manager"}}}
+	g.Expect(k8sClient.Create(context.Background(), img)).To(Succeed())
+	run := cleanupRun{name: cleanupJobName(img), target: cleanupTarget{claim: "image-store", file: img.Name},
+		what: "the image's data", ready: metav1.ConditionFalse, reason: tasksv1.ReasonDeleting}
+	job := desiredCleanupJob(img, run.name, run.target, testImporterConfig())
+	g.Expect(k8sClient.Create(context.Background(), job)).To(Succeed())
+	failJob(t, job, batchv1.JobReasonBackoffLimitExceeded, 3)
+	return images, img, job, run
+}
+
 // TestAFailedCleanupIsToldOnceWhenTheCacheLags: a reconcile whose cache
 // holds a failed cleanup Job as it was before another reconcile marked it
 // told does not tell of it again.
 func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	stop, _, managed := startReconciler(managerOptions{only: strings.ToLower(rand.Text()[:12])})
-	t.Cleanup(stop)
-	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: "told-once",
-		Labels: map[string]string{labelManager: "no-manager"}}} // only the reconciles below
-	g.Expect(k8sClient.Create(ctx, img)).To(Succeed())
-	run := cleanupRun{name: cleanupJobName(img), target: cleanupTarget{claim: "image-store", file: img.Name},
-		what: "the image's data", ready: metav1.ConditionFalse, reason: tasksv1.ReasonDeleting}
-	job := desiredCleanupJob(img, run.name, run.target, testImporterConfig())
-	g.Expect(k8sClient.Create(ctx, job)).To(Succeed())
-	failJob(t, job, batchv1.JobReasonBackoffLimitExceeded, 3)
+	managed, img, job, run := failedCleanup(t, "told-once")
 	frozen := frozenCache(t, func(g Gomega, c cache.Cache) {
 		var seen batchv1.Job
 		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(job), &seen)).To(Succeed())
@@ -647,17 +657,7 @@ func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 func TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	stop, _, managed := startReconciler(managerOptions{only: strings.ToLower(rand.Text()[:12])})
-	t.Cleanup(stop)
-	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: newNamespace(t), Name: "unmarked",
-		Labels: map[string]string{labelManager: "no-manager"}}} // only the reconcile below
-	g.Expect(k8sClient.Create(ctx, img)).To(Succeed())
-	run := cleanupRun{name: cleanupJobName(img), target: cleanupTarget{claim: "image-store", file: img.Name},
-		what: "the image's data", ready: metav1.ConditionFalse, reason: tasksv1.ReasonDeleting}
-	job := desiredCleanupJob(img, run.name, run.target, testImporterConfig())
-	g.Expect(k8sClient.Create(ctx, job)).To(Succeed())
-	failJob(t, job, batchv1.JobReasonBackoffLimitExceeded, 3)
-
+	managed, img, job, run := failedCleanup(t, "unmarked")
 	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
 	g.Expect(err).NotTo(HaveOccurred())
 	r := *managed
