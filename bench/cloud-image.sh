@@ -39,6 +39,7 @@
 #        times one import of each image only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 REPEAT=${1:-3}
 DATA_MIB=${2:-700}
 VIRTUAL_GIB=${3:-2}
@@ -55,7 +56,6 @@ else
   go build -o "$WORK/importer" ./cmd/importer
 fi
 [[ -z ${OTHER:-} ]] || cp "$OTHER" "$WORK/other"
-go build -o "$WORK/fileserver" ./bench/fileserver
 go build -o "$WORK/hashspeed" ./bench/hashspeed
 
 echo "Making the cloud-like image (${VIRTUAL_GIB} GiB virtual, ${DATA_MIB} MiB of /usr/lib, qemu-img convert -c; this takes a while)..."
@@ -73,11 +73,7 @@ if ((DENSE_MIB > 0)); then
 fi
 ls -l "$WORK/src"
 
-"$WORK/fileserver" -dir "$WORK/src" > "$WORK/addr" &
-SERVER=$!
-for _ in $(seq 50); do [[ -s $WORK/addr ]] && break; sleep 0.1; done
-ADDR=$(cat "$WORK/addr")
-PORT=${ADDR##*:}
+serve "$WORK/src"
 
 # timed CMD...: prints "WALL CPU", seconds; CPU is user + system time of
 # CMD and its children, which a loaded machine inflates less than WALL.
@@ -85,11 +81,8 @@ timed() {
   /usr/bin/time -f '%e %U %S' -o "$WORK/time" bash -c 'set -eo pipefail; "$@"' _ "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }
   awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$WORK/time"
 }
-drop() { rm -f "$WORK"/out/* "$WORK"/out/.??* 2>/dev/null || true; sync; }
-importer() { # IMAGE TARGET [BINARY]
-  "${3:-$WORK/importer}" --source="http://$ADDR/$1.qcow2" --source-format=qcow2 --target-format="$2" \
-    --dest="$WORK/out" --scratch-dir="$WORK/out" --image-id=bench --result-file="$WORK/result.json" \
-    --allowed-hosts=127.0.0.1 --allowed-ports="$PORT" 2>"$WORK/stderr"
+imported() { # IMAGE TARGET [BINARY]: the import, failed unless its result says it stored the image
+  importer "$1.qcow2" qcow2 "$2" "${3:-}"
   if grep -q '"error"' "$WORK/result.json"; then echo "importer failed: $(cat "$WORK/result.json")" >&2; return 1; fi
   [[ -n ${3:-} ]] || grep '"step"' "$WORK/stderr" >> "$WORK/steps.$1.$2" || true
 }
@@ -111,8 +104,7 @@ hashed() { # IMAGE TARGET: the baseline, then the digests of its output and a sy
   sync
 }
 export WORK ADDR PORT
-export -f importer baseline hashed
-rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.0f", $1/1048576}'; }
+export -f importer imported baseline hashed
 
 # Warm the page cache of the sources so every run reads them alike.
 cat "$WORK"/src/* > /dev/null
@@ -149,11 +141,11 @@ for image in "${IMAGES[@]}"; do
     for i in $(seq "$REPEAT"); do
       drop; read -r w_base c_base < <(timed baseline $image $target)
       drop; read -r w_hash c_hash < <(timed hashed $image $target)
-      drop; read -r w_imp c_imp < <(timed importer $image $target)
+      drop; read -r w_imp c_imp < <(timed imported $image $target)
       [[ -n $w_base && -n $w_hash && -n $w_imp ]] || exit 1
       rss=$(rss_mib)
       if [[ -n ${OTHER:-} ]]; then
-        drop; read -r w_other c_other < <(timed importer $image $target "$WORK/other")
+        drop; read -r w_other c_other < <(timed imported $image $target "$WORK/other")
         [[ -n $w_other ]] || exit 1
         others+=("$(echo "$w_other / $w_base" | bc -l)")
       fi

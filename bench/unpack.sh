@@ -28,6 +28,7 @@
 #   BENCH_DECODERS=0   skip the decoders' throughput
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DATA_MIB=${1:-700}
 VIRTUAL_GIB=${2:-2}
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/unpack-bench.XXXXXX)}
@@ -39,7 +40,6 @@ GZ=gzip
 command -v pigz >/dev/null && GZ=pigz
 
 go build -o "$WORK/importer" ./cmd/importer
-go build -o "$WORK/fileserver" ./bench/fileserver
 go test -c -o "$WORK/unpack.test" ./internal/unpack
 
 if [[ ! -s $SRC/disk.qcow2.gz ]]; then
@@ -81,20 +81,8 @@ for f in "$SRC"/disk.*.*; do
   done
 done
 
-"$WORK/fileserver" -dir "$SRC" > "$WORK/addr" &
-SERVER=$!
-for _ in $(seq 50); do [[ -s $WORK/addr ]] && break; sleep 0.1; done
-ADDR=$(cat "$WORK/addr")
-PORT=${ADDR##*:}
+serve "$SRC"
 
-seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
-drop() { rm -f "$WORK"/out/* "$WORK"/out/.??* 2>/dev/null || true; sync; }
-importer() {
-  "$WORK/importer" --source="http://$ADDR/$1" --source-format="$2" --target-format=raw \
-    --dest="$WORK/out" --scratch-dir="$WORK/out" --image-id=bench --result-file="$WORK/result.json" \
-    --allowed-hosts=127.0.0.1 --allowed-ports="$PORT" 2>"$WORK/stderr"
-}
-rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.0f", $1/1048576}'; }
 sequential() { # FILE DECOMPRESSOR FORMAT
   local fetch="curl -sS 'http://$ADDR/$1' | $2 -d"
   [[ $2 == cat ]] && fetch="curl -sS 'http://$ADDR/$1'"
@@ -122,7 +110,7 @@ for row in "disk.qcow2.xz xz qcow2" "disk.qcow2.zst zstd qcow2" "disk.qcow2.gz $
   [[ -z ${BENCH_ROWS:-} || " $BENCH_ROWS " == *" $file "* ]] || continue
   drop; t_seq=$(seconds sequential "$file" "$dec" "$format")
   drop; t_same=$(seconds same_work "$file" "$dec" "$format")
-  drop; t_imp=$(seconds importer "$file" "$format")
+  drop; t_imp=$(seconds importer "$file" "$format" raw)
   [[ $(sed -n 's/.*"error":"\([^"]*\)".*/\1/p' "$WORK/result.json") == "" ]] || { echo "importer failed: $(cat "$WORK/result.json")"; exit 1; }
   base="curl | $dec -d > f"
   [[ $dec == cat ]] && base="curl -o f"
