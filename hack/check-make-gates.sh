@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Gates that can fail. Shows that `make test-e2e` fails when a test fails and passes when tests
 # pass: runs the target's own recipe (make -o run: without bringing the cluster up) on
-# test/e2e/gate, whose TestFails fails on purpose. And refuses `cmd | grep -q` in the scripts:
-# under pipefail, grep -q exits at the first match, cmd may die of SIGPIPE, and the pipeline
-# fails at random. A few seconds; no cluster needed.
+# test/e2e/gate, whose TestFails fails on purpose. And refuses `cmd | grep -q` in the scripts
+# (hack, .ci, the Makefile, bench): under pipefail, grep -q exits at the first match, cmd may
+# die of SIGPIPE, and the pipeline fails at random. A few seconds; no cluster needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if grep -rnE '^[^#]*\|[[:space:]]*grep[[:space:]]+(-[[:alnum:]]*q|--quiet)' hack .ci Makefile; then
+if grep -rnE '^[^#]*\|[[:space:]]*grep[[:space:]]+(-[[:alnum:]]*q|--quiet)' hack .ci Makefile bench; then
   echo "FAIL: a pipe into grep -q fails at random under pipefail: write grep -q PATTERN <<<\"\$(cmd)\""; exit 1
 fi
 
