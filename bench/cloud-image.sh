@@ -47,7 +47,7 @@ DENSE_MIB=${4:-1024}
 TARGETS=${TARGETS:-raw qcow2}
 WORK=$(mktemp -d /var/tmp/cloud-bench.XXXXXX)
 SERVER=
-trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+trap cleanup EXIT
 mkdir -p "$WORK/src" "$WORK/out"
 
 if [[ -n ${IMPORTER:-} ]]; then # another build, to compare

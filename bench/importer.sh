@@ -12,7 +12,7 @@ source bench/lib.sh
 SIZE_GIB=${1:-2}
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/importer-bench.XXXXXX)}
 SERVER=
-trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+trap cleanup EXIT
 mkdir -p "$WORK/src" "$WORK/out"
 
 go build -o "$WORK/importer" ./cmd/importer

@@ -3,6 +3,14 @@
 # the importer as they all run it. WORK is the benchmark's directory, with
 # out/ in it for what the runs store.
 
+# cleanup stops the file server, if it still runs, and removes WORK; the
+# benchmarks trap it on EXIT. It must not fail half-way under set -e, or
+# gigabytes would be left behind.
+cleanup() {
+  [[ -z ${SERVER:-} ]] || kill "$SERVER" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
 # serve DIR builds the file server and starts it on DIR, over loopback, in
 # the background; it sets SERVER (its pid), ADDR and PORT.
 serve() {
@@ -32,4 +40,4 @@ importer() {
 }
 
 # rss_mib prints the last import's peak RSS in MiB (qemu-img aside).
-rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.0f", $1/1048576}'; }
+rss_mib() { sed -n 's/.*"peak_rss_bytes":\([0-9]*\).*/\1/p' "$WORK/stderr" | awk '{printf "%.1f", $1/1048576}'; }

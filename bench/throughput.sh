@@ -10,7 +10,7 @@ TASKS=${1:-100} CLIENTS=${2:-10} PORT=19492
 make -s run >/dev/null
 hack/glance/start.sh "$PORT" >/dev/null
 work=$(mktemp -d)
-trap 'hack/glance/stop.sh "$PORT" >/dev/null; rm -rf "$work"' EXIT
+trap 'hack/glance/stop.sh "$PORT" >/dev/null || true; rm -rf "$work"' EXIT
 qemu-img create -q -f raw "$work/disk.raw" 16M
 printf 'bench data' | dd of="$work/disk.raw" conv=notrunc status=none
 qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/image.qcow2"

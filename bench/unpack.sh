@@ -34,7 +34,7 @@ VIRTUAL_GIB=${2:-2}
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/unpack-bench.XXXXXX)}
 SRC=${BENCH_SRC:-$WORK/src}
 SERVER=
-trap '[[ -n $SERVER ]] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+trap cleanup EXIT
 mkdir -p "$SRC" "$WORK/out"
 GZ=gzip
 command -v pigz >/dev/null && GZ=pigz
