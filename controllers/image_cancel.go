@@ -46,7 +46,7 @@ func (r *ImageReconciler) cancelImport(ctx context.Context, w *imageWrite, now t
 	if running != "" {
 		setImageReady(img, metav1.ConditionUnknown, tasksv1.ReasonImportTaskDeleted,
 			fmt.Sprintf("Task %s was deleted; waiting for its importer to end: %s", task, running))
-		return ctrl.Result{RequeueAfter: importerExitRecheck}, nil
+		return ctrl.Result{RequeueAfter: r.importerExitRecheck()}, nil
 	}
 	succeeded := importSucceeded(pods, img)
 	target := cleanupTarget{claim: r.Importer.StoreClaimName, file: img.Name}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -32,9 +33,9 @@ import (
 // failed: long enough not to spin on a store that cannot mount.
 const DefaultCleanupRetry = 30 * time.Second
 
-// importerExitRecheck is how often the deletion of an image looks again
-// for importer pods still running, which no watch of ours reports.
-const importerExitRecheck = 10 * time.Second
+// DefaultImporterExitRecheck is how often the deletion of an image looks
+// again for importer pods still running, which no watch of ours reports.
+const DefaultImporterExitRecheck = 10 * time.Second
 
 // ImageReconciler reconciles Images: it queues new ones, settles an
 // import from its task's terminal status, and removes a deleted image's
@@ -56,6 +57,10 @@ type ImageReconciler struct {
 	// CleanupRetry is the pause before another cleanup Job after one
 	// failed (DefaultCleanupRetry if zero).
 	CleanupRetry time.Duration
+	// ImporterExitRecheck is how often the deletion of an image looks
+	// again for importer pods still running (DefaultImporterExitRecheck if
+	// zero).
+	ImporterExitRecheck time.Duration
 
 	// conflicts spaces out the retries of an image whose writes keep
 	// meeting a newer copy (the task reconciler writes its claim and
@@ -199,7 +204,7 @@ func (r *ImageReconciler) reconcileDelete(ctx context.Context, w *imageWrite) (c
 	running, err := r.importRunning(ctx, img)
 	if err != nil || running != "" {
 		setImageReady(img, metav1.ConditionFalse, tasksv1.ReasonDeleting, "Waiting for the import to end: "+running)
-		return ctrl.Result{RequeueAfter: importerExitRecheck}, err
+		return ctrl.Result{RequeueAfter: r.importerExitRecheck()}, err
 	}
 	if img.Status.Location == "" && img.Status.ImportTask == "" {
 		// Never imported into: nothing can have been written for it.
@@ -347,10 +352,13 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 		return nil, ctrl.Result{RequeueAfter: time.Second}, nil // another reconcile's mark, or a Job changed since the cache's copy
 	case apierrors.IsNotFound(err):
 		return nil, ctrl.Result{RequeueAfter: time.Second}, nil
-	case err != nil:
-		// Telling is not worth the retry: the condition says it, the log
+	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsMethodNotSupported(err):
+		// Refused for good (an older ClusterRole, a policy): telling is
+		// not worth holding the cleanup. The condition says it, the log
 		// says why it was not told, and the pause and the next Job go on.
 		ctrl.LoggerFrom(ctx).Error(err, "Marking a failed cleanup Job told; its failure is not told", "job", job.Name)
+	case err != nil:
+		return nil, ctrl.Result{}, fmt.Errorf("marking failed cleanup Job %s told: %w", job.Name, err) // a retry, with the queue's backoff
 	case told:
 		// Now, not with the status: a status write that loses a race
 		// would lose the only word of it.
@@ -358,16 +366,37 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 		r.Metrics.observeCleanupFailure()
 	}
 	// The failed Job stays for the pause: while it is there, no other
-	// starts (its deletion would bring a reconcile that creates one). At
-	// most the pause: a failure time ahead of our clock does not stretch it.
-	if left := min(retry-r.Clock.Since(done.LastTransitionTime.Time), retry); left > 0 {
+	// starts (its deletion would bring a reconcile that creates one).
+	if left := retry - r.failedFor(job, done); left > 0 {
 		return nil, ctrl.Result{RequeueAfter: left}, nil
 	}
 	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
 	return nil, ctrl.Result{RequeueAfter: time.Second}, client.IgnoreNotFound(err)
 }
 
-// annotationFailureTold marks a failed cleanup Job whose failure was told.
+// failedFor is how long ago the cleanup Job failed, by our clock: from its
+// "told" mark, which holds our clock's time, else from its Failed
+// condition, which holds the Job controller's. A time ahead of our clock
+// (skew, a clock set back) counts as long ago: the pause would otherwise
+// start again at every reconcile, and hold the image's deletion for as
+// long as the skew.
+func (r *ImageReconciler) failedFor(job *batchv1.Job, done *batchv1.JobCondition) time.Duration {
+	since := done.LastTransitionTime.Time
+	if marked, err := time.Parse(time.RFC3339, job.Annotations[annotationFailureTold]); err == nil {
+		since = marked
+	}
+	if d := r.Clock.Since(since); d >= 0 {
+		return d
+	}
+	return math.MaxInt64
+}
+
+func (r *ImageReconciler) importerExitRecheck() time.Duration {
+	return cmp.Or(r.ImporterExitRecheck, DefaultImporterExitRecheck)
+}
+
+// annotationFailureTold marks a failed cleanup Job whose failure was told,
+// with the time it was (RFC 3339, by our clock).
 const annotationFailureTold = "tasks.imageimport.io/failure-told"
 
 // markFailureTold marks the failed Job as told, and says whether this call
@@ -379,7 +408,7 @@ func (r *ImageReconciler) markFailureTold(ctx context.Context, job *batchv1.Job)
 		return false, nil
 	}
 	before := job.DeepCopy()
-	metav1.SetMetaDataAnnotation(&job.ObjectMeta, annotationFailureTold, "true")
+	metav1.SetMetaDataAnnotation(&job.ObjectMeta, annotationFailureTold, r.Clock.Now().UTC().Format(time.RFC3339))
 	if err := r.Patch(ctx, job, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return false, err
 	}

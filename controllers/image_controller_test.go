@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/kubernetes"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -675,6 +676,77 @@ func TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue(),
 		"the failed Job was kept, and no other could start")
+}
+
+// TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile: a mark that fails for
+// a moment (the API server busy, a timeout) is tried again, and not given
+// up for the next Job: the failure is still told, once.
+func TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	managed, img, job, run := failedCleanup(t, "busy")
+	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	r := *managed
+	r.CleanupRetry = time.Nanosecond // the pause is over
+	reg := prometheus.NewRegistry()
+	r.Metrics = NewMetrics(reg, k8sClient) // counts these reconciles only
+	r.Client = interceptor.NewClient(direct, interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if _, isJob := obj.(*batchv1.Job); isJob {
+				return apierrors.NewTooManyRequests("busy", 1)
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})
+	w := &imageWrite{r: &r, before: img.DeepCopy(), img: img.DeepCopy()}
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "a retry: %v", err)
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed(),
+		"the failed Job is kept until its failure is told")
+
+	r.Client = direct
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0))
+}
+
+// TestAFailedCleanupsPauseEndsWhateverItsFailuresTime: the pause before the
+// next cleanup Job is timed by our clock, from when the failure was first
+// told. A Failed condition an hour ahead of it (a skewed clock) neither
+// restarts the pause at every reconcile nor stretches it.
+func TestAFailedCleanupsPauseEndsWhateverItsFailuresTime(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	managed, img, job, run := failedCleanup(t, "skewed")
+	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
+		for i := range s.Conditions {
+			s.Conditions[i].LastTransitionTime = metav1.NewTime(time.Now().Add(time.Hour))
+		}
+	})
+	direct, err := client.New(testCfg, client.Options{Scheme: testScheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	r := *managed
+	r.Client = direct
+	r.CleanupRetry = 30 * time.Second
+	clk := clocktesting.NewFakeClock(time.Now())
+	r.Clock = clk
+	w := &imageWrite{r: &r, before: img.DeepCopy(), img: img.DeepCopy()}
+
+	_, res, err := r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(BeNumerically("~", r.CleanupRetry, time.Second), "the pause starts")
+	clk.Step(r.CleanupRetry / 2)
+	_, res, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(BeNumerically("~", r.CleanupRetry/2, time.Second), "the pause goes on, not again")
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
+
+	clk.Step(r.CleanupRetry / 2)
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue(),
+		"the pause is over: the failed Job makes way for the next")
 }
 
 // TestAnImageWriteThatMeetsANewerImageIsRetriedQuietly: the task

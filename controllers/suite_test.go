@@ -199,6 +199,8 @@ func startReconciler(opts managerOptions) (func(), *ImageImportTaskReconciler, *
 		Importer:  importer,
 		// A failed cleanup Job is replaced in a test's time.
 		CleanupRetry: 3 * time.Second,
+		// A cancelled import goes on in a test's time once its pod ends.
+		ImporterExitRecheck: time.Second,
 	}
 	if err := images.SetupWithManager(mgr); err != nil {
 		panic(err)
