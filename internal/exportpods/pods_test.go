@@ -33,7 +33,11 @@ import (
 	"github.com/imageimport/image-import-operator/internal/imageexport"
 )
 
-var k8sClient client.Client
+// k8sClient is the cluster's admin; asShim acts as the Glance shim's
+// service account, with the ClusterRole config/shim gives it and under the
+// admission policies of config/policy, as the export pods are made in a
+// deployment.
+var k8sClient, asShim client.Client
 
 func TestMain(m *testing.M) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
@@ -50,6 +54,10 @@ func TestMain(m *testing.M) {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	if k8sClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		panic(err)
+	}
+	if asShim, err = shimClient(cfg, scheme); err != nil {
+		fmt.Fprintln(os.Stderr, "acting as the Glance shim:", err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	env.Stop()
@@ -120,7 +128,7 @@ func newExport(t *testing.T, startTimeout time.Duration) (*corev1.Namespace, str
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	p := &Pods{Client: k8sClient, Image: "localhost/imageimport/importer:test", Token: testToken,
+	p := &Pods{Client: asShim, Image: "localhost/imageimport/importer:test", Token: testToken,
 		IdleTimeout: time.Minute, StartTimeout: startTimeout, Port: port, HTTP: http.DefaultClient}
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
 		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}

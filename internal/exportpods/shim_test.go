@@ -1,0 +1,174 @@
+package exportpods
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/imageimport/image-import-operator/test/policies"
+)
+
+// shimClient installs the admission policies and the shim's ClusterRole
+// and binding, named as config/shim's kustomization names them, and
+// returns a client that acts as the shim's service account.
+func shimClient(cfg *rest.Config, scheme *runtime.Scheme) (client.Client, error) {
+	ctx := context.Background()
+	admin, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	config := filepath.Join("..", "..", "config")
+	if err := policies.Install(ctx, admin, filepath.Join(config, "policy")); err != nil {
+		return nil, err
+	}
+	var kustomization struct {
+		Namespace  string
+		NamePrefix string `json:"namePrefix"`
+	}
+	if err := readYAML(filepath.Join(config, "shim", "kustomization.yaml"), &kustomization); err != nil {
+		return nil, err
+	}
+	rbac, err := os.ReadFile(filepath.Join(config, "shim", "rbac.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	docs := strings.Split(string(rbac), "\n---\n")
+	var role rbacv1.ClusterRole
+	var binding rbacv1.ClusterRoleBinding
+	if len(docs) != 2 {
+		return nil, fmt.Errorf("config/shim/rbac.yaml: want a ClusterRole and its binding, have %d documents", len(docs))
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &role); err != nil {
+		return nil, err
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &binding); err != nil {
+		return nil, err
+	}
+	role.Name = kustomization.NamePrefix + role.Name
+	binding.Name = kustomization.NamePrefix + binding.Name
+	binding.RoleRef.Name = role.Name
+	account := &binding.Subjects[0]
+	account.Namespace, account.Name = kustomization.Namespace, kustomization.NamePrefix+account.Name
+	for _, obj := range []client.Object{&role, &binding} {
+		if err := admin.Create(ctx, obj); err != nil {
+			return nil, err
+		}
+	}
+	shim := rest.CopyConfig(cfg)
+	shim.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + account.Namespace + ":" + account.Name,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + account.Namespace, "system:authenticated"},
+	}
+	return client.New(shim, client.Options{Scheme: scheme})
+}
+
+func readYAML(path string, into any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return yaml.Unmarshal(data, into)
+}
+
+// TestTheShimMakesExportPodsOnly: RBAC lets the shim create and delete
+// any pod in any namespace; the export-pods admission policy keeps it to
+// export pods of their shape. Each change below turns the shim's own
+// export pod into one a stolen shim token would want.
+func TestTheShimMakesExportPodsOnly(t *testing.T) {
+	ctx := context.Background()
+	ns, _, p, _ := newExport(t, time.Second)
+	container := func(pod *corev1.Pod) *corev1.Container { return &pod.Spec.Containers[0] }
+	refused := map[string]func(*corev1.Pod){
+		"not an export pod": func(pod *corev1.Pod) { pod.Labels[labelName] = "shell" },
+		"host network":      func(pod *corev1.Pod) { pod.Spec.HostNetwork = true },
+		"host PID":          func(pod *corev1.Pod) { pod.Spec.HostPID = true },
+		"a node chosen":     func(pod *corev1.Pod) { pod.Spec.NodeName = "control-plane" },
+		"a token":           func(pod *corev1.Pod) { pod.Spec.AutomountServiceAccountToken = nil },
+		"root":              func(pod *corev1.Pod) { pod.Spec.SecurityContext.RunAsNonRoot = nil },
+		"a host path": func(pod *corev1.Pod) {
+			pod.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}
+		},
+		"a Secret": func(pod *corev1.Pod) {
+			pod.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "keys"}}
+		},
+		"a claim written": func(pod *corev1.Pod) { pod.Spec.Volumes[0].PersistentVolumeClaim.ReadOnly = false },
+		"a mount written": func(pod *corev1.Pod) { container(pod).VolumeMounts[0].ReadOnly = false },
+		"privileged": func(pod *corev1.Pod) {
+			sc := container(pod).SecurityContext
+			sc.Privileged, sc.AllowPrivilegeEscalation = ptr.To(true), nil
+		},
+		"escalation": func(pod *corev1.Pod) { container(pod).SecurityContext.AllowPrivilegeEscalation = nil },
+		"a capability": func(pod *corev1.Pod) {
+			container(pod).SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
+		},
+		"a Secret in the environment": func(pod *corev1.Pod) {
+			container(pod).EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "keys"}}}}
+		},
+		"a host port": func(pod *corev1.Pod) { container(pod).Ports[0].HostPort = 80 },
+		"an init container": func(pod *corev1.Pod) {
+			pod.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "shell",
+				SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}}
+		},
+	}
+	for what, change := range refused {
+		pod := p.desiredPod(ns.Name, "image-store")
+		change(pod)
+		err := createEventually(ctx, pod) // the policy is enforced a moment after it is made
+		if !refusedByPolicy(err) {
+			t.Errorf("%s: not refused by the export-pods policy: %v", what, err)
+		}
+	}
+
+	pod := p.desiredPod(ns.Name, "image-store")
+	if err := asShim.Create(ctx, pod); err != nil {
+		t.Fatalf("the shim's own export pod: %v", err)
+	}
+	if err := asShim.Delete(ctx, pod); err != nil {
+		t.Errorf("deleting its export pod: %v", err)
+	}
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "operator"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "manager", Image: "manager"}}}}
+	if err := k8sClient.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := asShim.Delete(ctx, other); !refusedByPolicy(err) {
+		t.Errorf("the shim deleted a pod that is not an export pod (%v)", err)
+	}
+}
+
+func refusedByPolicy(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "export-pods.tasks.imageimport.io")
+}
+
+// createEventually creates pod as the shim until the API server refuses
+// it, for up to 10 s; the error is nil if it never did. A pod it let
+// through is deleted.
+func createEventually(ctx context.Context, pod *corev1.Pod) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		try := pod.DeepCopy()
+		err := asShim.Create(ctx, try)
+		if err != nil || time.Now().After(deadline) {
+			return err
+		}
+		if err := k8sClient.Delete(ctx, try); err != nil {
+			return fmt.Errorf("deleting %s: %w", try.Name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
