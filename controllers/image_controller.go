@@ -347,18 +347,10 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 	msg := fmt.Sprintf("Job %s failed to remove %s (%s: %s); another one starts in %s",
 		job.Name, run.what, done.Reason, done.Message, retry)
 	setImageReady(img, run.ready, tasksv1.ReasonCleanupFailed, msg)
-	switch told, err := r.markFailureTold(ctx, job); {
-	case apierrors.IsConflict(err):
-		return nil, ctrl.Result{RequeueAfter: time.Second}, nil // another reconcile's mark, or a Job changed since the cache's copy
-	case apierrors.IsNotFound(err):
-		return nil, ctrl.Result{RequeueAfter: time.Second}, nil
-	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsMethodNotSupported(err):
-		// Refused for good (an older ClusterRole, a policy): telling is
-		// not worth holding the cleanup. The condition says it, the log
-		// says why it was not told, and the pause and the next Job go on.
-		ctrl.LoggerFrom(ctx).Error(err, "Marking a failed cleanup Job told; its failure is not told", "job", job.Name)
-	case err != nil:
-		return nil, ctrl.Result{}, fmt.Errorf("marking failed cleanup Job %s told: %w", job.Name, err) // a retry, with the queue's backoff
+	told, err := r.markFailureTold(ctx, job)
+	switch {
+	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+		return nil, ctrl.Result{RequeueAfter: time.Second}, nil // another reconcile's mark, a Job changed since the cache's copy, or gone
 	case told:
 		// Now, not with the status: a status write that loses a race
 		// would lose the only word of it.
@@ -367,7 +359,19 @@ func (r *ImageReconciler) runCleanupJob(ctx context.Context, w *imageWrite, run 
 	}
 	// The failed Job stays for the pause: while it is there, no other
 	// starts (its deletion would bring a reconcile that creates one).
-	if left := retry - r.failedFor(job, done); left > 0 {
+	left := retry - r.failedFor(job, done)
+	switch {
+	case err != nil && left > 0 && !refusedForGood(err):
+		// The API server busy, a timeout: tried again, with the queue's
+		// backoff, while the pause lasts.
+		return nil, ctrl.Result{}, fmt.Errorf("marking failed cleanup Job %s told: %w", job.Name, err)
+	case err != nil:
+		// Telling is not worth holding the image's deletion: the
+		// condition says it, the log says why it was not told, and the
+		// next Job goes on.
+		ctrl.LoggerFrom(ctx).Error(err, "Marking a failed cleanup Job told; its failure is not told", "job", job.Name)
+	}
+	if left > 0 {
 		return nil, ctrl.Result{RequeueAfter: left}, nil
 	}
 	err = r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &job.UID})
@@ -391,6 +395,13 @@ func (r *ImageReconciler) failedFor(job *batchv1.Job, done *batchv1.JobCondition
 	return math.MaxInt64
 }
 
+// refusedForGood says whether the API server refused a request as such
+// (RBAC, a policy, the request itself), not for the moment.
+func refusedForGood(err error) bool {
+	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsMethodNotSupported(err) ||
+		apierrors.IsBadRequest(err)
+}
+
 func (r *ImageReconciler) importerExitRecheck() time.Duration {
 	return cmp.Or(r.ImporterExitRecheck, DefaultImporterExitRecheck)
 }
@@ -407,11 +418,12 @@ func (r *ImageReconciler) markFailureTold(ctx context.Context, job *batchv1.Job)
 	if job.Annotations[annotationFailureTold] != "" {
 		return false, nil
 	}
-	before := job.DeepCopy()
-	metav1.SetMetaDataAnnotation(&job.ObjectMeta, annotationFailureTold, r.Clock.Now().UTC().Format(time.RFC3339))
-	if err := r.Patch(ctx, job, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+	marked := job.DeepCopy() // job keeps no mark the server refused
+	metav1.SetMetaDataAnnotation(&marked.ObjectMeta, annotationFailureTold, r.Clock.Now().UTC().Format(time.RFC3339))
+	if err := r.Patch(ctx, marked, client.MergeFromWithOptions(job, client.MergeFromWithOptimisticLock{})); err != nil {
 		return false, err
 	}
+	*job = *marked
 	return true, nil
 }
 

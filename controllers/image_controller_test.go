@@ -654,61 +654,76 @@ func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 
 // TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked: telling is
 // best effort; a mark the API server refuses (an older ClusterRole without
-// patch on Jobs, a policy) does not keep the next cleanup Job from starting.
+// patch on Jobs, a policy) does not keep the next cleanup Job from
+// starting once the pause is over.
 func TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	managed, img, job, run := failedCleanup(t, "unmarked")
-	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
+	r, clk, img, job, run := unmarkable(t, "unmarked", apierrors.NewForbidden(batchv1.Resource("jobs"), "x", io.ErrUnexpectedEOF))
+	w := &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
+	_, res, err := r.runCleanupJob(ctx, w, run)
 	g.Expect(err).NotTo(HaveOccurred())
-	r := *managed
-	r.CleanupRetry = time.Nanosecond // the pause is over
-	r.Client = interceptor.NewClient(direct, interceptor.Funcs{
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			if _, isJob := obj.(*batchv1.Job); isJob {
-				return apierrors.NewForbidden(batchv1.Resource("jobs"), obj.GetName(), io.ErrUnexpectedEOF)
-			}
-			return c.Patch(ctx, obj, patch, opts...)
-		},
-	})
-	w := &imageWrite{r: &r, before: img.DeepCopy(), img: img.DeepCopy()}
+	g.Expect(res.RequeueAfter).To(BeNumerically(">", r.CleanupRetry/2), "the pause")
+	clk.Step(r.CleanupRetry + time.Second)
 	_, _, err = r.runCleanupJob(ctx, w, run)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue(),
-		"the failed Job was kept, and no other could start")
+		"the pause is over, and the failed Job still kept: no other can start")
 }
 
 // TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile: a mark that fails for
-// a moment (the API server busy, a timeout) is tried again, and not given
-// up for the next Job: the failure is still told, once.
+// a moment (the API server busy, a timeout) is tried again during the
+// pause, and the failure is still told, once; after the pause the next Job
+// goes on, told or not.
 func TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	managed, img, job, run := failedCleanup(t, "busy")
-	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	r := *managed
-	r.CleanupRetry = time.Nanosecond // the pause is over
+	r, clk, img, job, run := unmarkable(t, "busy", apierrors.NewTooManyRequests("busy", 1))
+	w := &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
+	_, _, err := r.runCleanupJob(ctx, w, run)
+	g.Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "a retry: %v", err)
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed())
+
+	clk.Step(r.CleanupRetry + time.Second)
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred(), "the pause is over: the next Job goes on")
+	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue())
+
+	r, _, img, _, run = unmarkable(t, "busy-then-not", apierrors.NewTooManyRequests("busy", 1))
 	reg := prometheus.NewRegistry()
 	r.Metrics = NewMetrics(reg, k8sClient) // counts these reconciles only
+	w = &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "a retry: %v", err)
+	r.Client, err = client.New(testCfg, client.Options{Scheme: testScheme}) // the API server answers again
+	g.Expect(err).NotTo(HaveOccurred())
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0))
+}
+
+// unmarkable is failedCleanup with a reconciler of its own on a fake
+// clock, with a 30 s pause, whose patches of Jobs fail with err.
+func unmarkable(t *testing.T, name string, refusal error) (*ImageReconciler, *clocktesting.FakeClock, *tasksv1.Image, *batchv1.Job, cleanupRun) {
+	t.Helper()
+	managed, img, job, run := failedCleanup(t, name)
+	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := *managed
+	r.CleanupRetry = 30 * time.Second
+	clk := clocktesting.NewFakeClock(time.Now())
+	r.Clock = clk
 	r.Client = interceptor.NewClient(direct, interceptor.Funcs{
 		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
 			if _, isJob := obj.(*batchv1.Job); isJob {
-				return apierrors.NewTooManyRequests("busy", 1)
+				return refusal
 			}
 			return c.Patch(ctx, obj, patch, opts...)
 		},
 	})
-	w := &imageWrite{r: &r, before: img.DeepCopy(), img: img.DeepCopy()}
-	_, _, err = r.runCleanupJob(ctx, w, run)
-	g.Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "a retry: %v", err)
-	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{})).To(Succeed(),
-		"the failed Job is kept until its failure is told")
-
-	r.Client = direct
-	_, _, err = r.runCleanupJob(ctx, w, run)
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0))
+	return &r, clk, img, job, run
 }
 
 // TestAFailedCleanupsPauseEndsWhateverItsFailuresTime: the pause before the
@@ -747,6 +762,19 @@ func TestAFailedCleanupsPauseEndsWhateverItsFailuresTime(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue(),
 		"the pause is over: the failed Job makes way for the next")
+
+	// Unmarked (the mark refused), the pause runs from the Failed
+	// condition: one ahead of our clock is no pause, not a pause without end.
+	r2, _, img2, job2, run2 := unmarkable(t, "skewed-unmarked", apierrors.NewForbidden(batchv1.Resource("jobs"), "x", io.ErrUnexpectedEOF))
+	patchJobStatus(t, job2, func(s *batchv1.JobStatus) {
+		for i := range s.Conditions {
+			s.Conditions[i].LastTransitionTime = metav1.NewTime(time.Now().Add(time.Hour))
+		}
+	})
+	w2 := &imageWrite{r: r2, before: img2.DeepCopy(), img: img2.DeepCopy()}
+	_, _, err = r2.runCleanupJob(ctx, w2, run2)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job2), &batchv1.Job{}))).To(BeTrue())
 }
 
 // TestAnImageWriteThatMeetsANewerImageIsRetriedQuietly: the task
