@@ -228,7 +228,10 @@ func (p *Pods) claimToken(namespace, claim string) string {
 func (p *Pods) desiredPod(namespace, claim string) *corev1.Pod {
 	sum := sha256.Sum256([]byte(p.claimToken(namespace, claim)))
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-", Namespace: namespace, Labels: p.labels(claim)},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-", Namespace: namespace, Labels: p.labels(claim),
+			// No service mesh's sidecar: the export-pods admission policy
+			// refuses the containers, environment and capabilities one adds.
+			Annotations: map[string]string{"sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled"}},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
 			// A backstop: the pod exits once idle, and the shim deletes one

@@ -39,6 +39,9 @@ import (
 // deployment.
 var k8sClient, asShim client.Client
 
+// testImage is the export pods' image, as the shim's ConfigMap names it.
+const testImage = "localhost/imageimport/importer:test"
+
 func TestMain(m *testing.M) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds the control plane")
@@ -128,7 +131,7 @@ func newExport(t *testing.T, startTimeout time.Duration) (*corev1.Namespace, str
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	p := &Pods{Client: asShim, Image: "localhost/imageimport/importer:test", Token: testToken,
+	p := &Pods{Client: asShim, Image: testImage, Token: testToken,
 		IdleTimeout: time.Minute, StartTimeout: startTimeout, Port: port, HTTP: http.DefaultClient}
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
 		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}

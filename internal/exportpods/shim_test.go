@@ -10,10 +10,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,12 +70,34 @@ func shimClient(cfg *rest.Config, scheme *runtime.Scheme) (client.Client, error)
 			return nil, err
 		}
 	}
+	var params corev1.ConfigMap
+	if err := readYAML(filepath.Join(config, "shim", "export_pods.yaml"), &params); err != nil {
+		return nil, err
+	}
+	params.Namespace, params.Name = kustomization.Namespace, kustomization.NamePrefix+params.Name
+	params.Data["image"] = testImage
+	system := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: kustomization.Namespace}}
+	for _, obj := range []client.Object{system, &params} {
+		if err := admin.Create(ctx, obj); err != nil {
+			return nil, err
+		}
+	}
 	shim := rest.CopyConfig(cfg)
 	shim.Impersonate = rest.ImpersonationConfig{
 		UserName: "system:serviceaccount:" + account.Namespace + ":" + account.Name,
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + account.Namespace, "system:authenticated"},
 	}
-	return client.New(shim, client.Options{Scheme: scheme})
+	c, err := client.New(shim, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	// The authorizer sees the binding a moment after it is made.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		err := c.List(ctx, &corev1.PodList{})
+		if err == nil || time.Now().After(deadline) {
+			return c, err
+		}
+	}
 }
 
 func readYAML(path string, into any) error {
@@ -96,9 +120,76 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 		"not an export pod": func(pod *corev1.Pod) { pod.Labels[labelName] = "shell" },
 		"host network":      func(pod *corev1.Pod) { pod.Spec.HostNetwork = true },
 		"host PID":          func(pod *corev1.Pod) { pod.Spec.HostPID = true },
-		"a node chosen":     func(pod *corev1.Pod) { pod.Spec.NodeName = "control-plane" },
-		"a token":           func(pod *corev1.Pod) { pod.Spec.AutomountServiceAccountToken = nil },
-		"root":              func(pod *corev1.Pod) { pod.Spec.SecurityContext.RunAsNonRoot = nil },
+		"host IPC":          func(pod *corev1.Pod) { pod.Spec.HostIPC = true },
+		"a node selected": func(pod *corev1.Pod) {
+			pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "control-plane"}
+		},
+		"an affinity": func(pod *corev1.Pod) {
+			pod.Spec.Affinity = &corev1.Affinity{PodAffinity: &corev1.PodAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{TopologyKey: "kubernetes.io/hostname",
+					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "database"}}}}}}
+		},
+		"a toleration of another taint": func(pod *corev1.Pod) {
+			pod.Spec.Tolerations = []corev1.Toleration{{Key: "node-role.kubernetes.io/control-plane",
+				Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}}
+		},
+		"a toleration of another effect": func(pod *corev1.Pod) {
+			pod.Spec.Tolerations = []corev1.Toleration{{Key: "node.kubernetes.io/not-ready",
+				Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+		},
+		"a runtime class":  func(pod *corev1.Pod) { pod.Spec.RuntimeClassName = ptr.To("unconfined") },
+		"system priority":  func(pod *corev1.Pod) { pod.Spec.PriorityClassName = "system-node-critical" },
+		"another claim":    func(pod *corev1.Pod) { pod.Spec.Volumes[0].PersistentVolumeClaim.ClaimName = "database" },
+		"another image":    func(pod *corev1.Pod) { container(pod).Image = "attacker/tools" },
+		"another command":  func(pod *corev1.Pod) { container(pod).Command = []string{"/bin/sh", "-c"} },
+		"another argument": func(pod *corev1.Pod) { container(pod).Args[0] = "remove" },
+		"a sidecar": func(pod *corev1.Pod) {
+			sidecar := *container(pod).DeepCopy()
+			sidecar.Name, sidecar.Ports = "sidecar", nil
+			pod.Spec.Containers = append(pod.Spec.Containers, sidecar)
+		},
+		"a root container": func(pod *corev1.Pod) {
+			sc := container(pod).SecurityContext
+			sc.RunAsNonRoot, sc.RunAsUser = ptr.To(false), ptr.To[int64](0)
+		},
+		"unconfined": func(pod *corev1.Pod) {
+			container(pod).SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		},
+		"an SELinux type": func(pod *corev1.Pod) {
+			container(pod).SecurityContext.SELinuxOptions = &corev1.SELinuxOptions{Type: "spc_t"}
+		},
+		"a probe of another host": func(pod *corev1.Pod) { container(pod).ReadinessProbe.HTTPGet.Host = "169.254.169.254" },
+		"a probe that runs a command": func(pod *corev1.Pod) {
+			container(pod).LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh"}}}}
+		},
+		"a hook": func(pod *corev1.Pod) {
+			container(pod).Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh"}}}}
+		},
+		"the pod unconfined": func(pod *corev1.Pod) {
+			pod.Spec.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		},
+		"the pod as root": func(pod *corev1.Pod) { pod.Spec.SecurityContext.RunAsUser = ptr.To[int64](0) },
+		"the pod's SELinux level": func(pod *corev1.Pod) {
+			pod.Spec.SecurityContext.SELinuxOptions = &corev1.SELinuxOptions{Level: "s0:c1,c2"}
+		},
+		"a sysctl": func(pod *corev1.Pod) {
+			pod.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}
+		},
+		"an unmasked /proc": func(pod *corev1.Pod) {
+			pod.Spec.HostUsers = ptr.To(false)
+			container(pod).SecurityContext.ProcMount = ptr.To(corev1.UnmaskedProcMount)
+		},
+		"a gRPC probe": func(pod *corev1.Pod) {
+			container(pod).ReadinessProbe.ProbeHandler = corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 8080}}
+		},
+		"a TCP probe of another host": func(pod *corev1.Pod) {
+			container(pod).LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+				TCPSocket: &corev1.TCPSocketAction{Host: "169.254.169.254", Port: intstr.FromInt32(80)}}}
+		},
+		"an environment": func(pod *corev1.Pod) { container(pod).Env = []corev1.EnvVar{{Name: "A", Value: "b"}} },
+		"a node chosen":  func(pod *corev1.Pod) { pod.Spec.NodeName = "control-plane" },
+		"a token":        func(pod *corev1.Pod) { pod.Spec.AutomountServiceAccountToken = nil },
+		"root":           func(pod *corev1.Pod) { pod.Spec.SecurityContext.RunAsNonRoot = nil },
 		"a host path": func(pod *corev1.Pod) {
 			pod.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/"}}
 		},
@@ -107,11 +198,7 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 		},
 		"a claim written": func(pod *corev1.Pod) { pod.Spec.Volumes[0].PersistentVolumeClaim.ReadOnly = false },
 		"a mount written": func(pod *corev1.Pod) { container(pod).VolumeMounts[0].ReadOnly = false },
-		"privileged": func(pod *corev1.Pod) {
-			sc := container(pod).SecurityContext
-			sc.Privileged, sc.AllowPrivilegeEscalation = ptr.To(true), nil
-		},
-		"escalation": func(pod *corev1.Pod) { container(pod).SecurityContext.AllowPrivilegeEscalation = nil },
+		"escalation":      func(pod *corev1.Pod) { container(pod).SecurityContext.AllowPrivilegeEscalation = nil },
 		"a capability": func(pod *corev1.Pod) {
 			container(pod).SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
 		},
@@ -125,6 +212,11 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 				SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}}
 		},
 	}
+	unconfined := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "unconfined"}, Handler: "unconfined"}
+	if err := k8sClient.Create(ctx, unconfined); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k8sClient.Delete(context.Background(), unconfined) })
 	for what, change := range refused {
 		pod := p.desiredPod(ns.Name, "image-store")
 		change(pod)
