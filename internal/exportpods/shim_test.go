@@ -119,8 +119,11 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 	refused := map[string]func(*corev1.Pod){
 		"not an export pod": func(pod *corev1.Pod) { pod.Labels[labelName] = "shell" },
 		"host network":      func(pod *corev1.Pod) { pod.Spec.HostNetwork = true },
-		"host PID":          func(pod *corev1.Pod) { pod.Spec.HostPID = true },
-		"host IPC":          func(pod *corev1.Pod) { pod.Spec.HostIPC = true },
+		"host network, no port declared": func(pod *corev1.Pod) {
+			pod.Spec.HostNetwork, container(pod).Ports = true, nil // no host port defaulted to catch it
+		},
+		"host PID": func(pod *corev1.Pod) { pod.Spec.HostPID = true },
+		"host IPC": func(pod *corev1.Pod) { pod.Spec.HostIPC = true },
 		"a node selected": func(pod *corev1.Pod) {
 			pod.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": "control-plane"}
 		},
