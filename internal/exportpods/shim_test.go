@@ -247,7 +247,8 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 }
 
 func refusedByPolicy(err error) bool {
-	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "export-pods.tasks.imageimport.io")
+	return apierrors.IsForbidden(err) && (strings.Contains(err.Error(), "export-pods.tasks.imageimport.io") ||
+		strings.Contains(err.Error(), "export-pod-image.tasks.imageimport.io"))
 }
 
 // createEventually creates pod as the shim until the API server refuses
