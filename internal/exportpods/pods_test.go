@@ -131,7 +131,7 @@ func newExport(t *testing.T, startTimeout time.Duration) (*corev1.Namespace, str
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	p := &Pods{Client: asShim, Image: testImage, Token: testToken,
+	p := &Pods{Client: asShim, Image: testImage, PullPolicy: corev1.PullIfNotPresent, Token: testToken,
 		IdleTimeout: time.Minute, StartTimeout: startTimeout, Port: port, HTTP: http.DefaultClient}
 	img := &tasksv1.Image{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "img"},
 		Status: tasksv1.ImageStatus{Location: "pvc://" + ns.Name + "/image-store/img"}}

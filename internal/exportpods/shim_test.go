@@ -13,6 +13,7 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -189,6 +190,32 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 			container(pod).LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
 				TCPSocket: &corev1.TCPSocketAction{Host: "169.254.169.254", Port: intstr.FromInt32(80)}}}
 		},
+		"another label": func(pod *corev1.Pod) { pod.Labels["k8s-app"] = "kube-dns" },
+		"an owner": func(pod *corev1.Pod) {
+			pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet",
+				Name: "coredns-5d78c9869d", UID: "6f1c1d42-7b0e-4bde-9a57-0c1e5e8f2a11", Controller: ptr.To(true)}}
+		},
+		"a finalizer":       func(pod *corev1.Pod) { pod.Finalizers = []string{"example.com/hold"} },
+		"restarted always":  func(pod *corev1.Pod) { pod.Spec.RestartPolicy = corev1.RestartPolicyAlways },
+		"no deadline":       func(pod *corev1.Pod) { pod.Spec.ActiveDeadlineSeconds = nil },
+		"a long grace":      func(pod *corev1.Pod) { pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](1 << 20) },
+		"a scheduling gate": func(pod *corev1.Pod) { pod.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "hold"}} },
+		"64 CPUs":           func(pod *corev1.Pod) { container(pod).Resources.Limits[corev1.ResourceCPU] = resource.MustParse("64") },
+		"256Gi": func(pod *corev1.Pod) {
+			container(pod).Resources.Limits[corev1.ResourceMemory] = resource.MustParse("256Gi")
+		},
+		"no limits": func(pod *corev1.Pod) { container(pod).Resources.Limits = nil },
+		"GPUs": func(pod *corev1.Pod) {
+			r := &container(pod).Resources
+			r.Limits["nvidia.com/gpu"], r.Requests["nvidia.com/gpu"] = resource.MustParse("8"), resource.MustParse("8")
+		},
+		"disk asked for": func(pod *corev1.Pod) {
+			container(pod).Resources.Requests[corev1.ResourceEphemeralStorage] = resource.MustParse("100Gi")
+		},
+		"a block device": func(pod *corev1.Pod) {
+			c := container(pod)
+			c.VolumeDevices, c.VolumeMounts = []corev1.VolumeDevice{{Name: "store", DevicePath: "/dev/store"}}, nil
+		},
 		"an environment": func(pod *corev1.Pod) { container(pod).Env = []corev1.EnvVar{{Name: "A", Value: "b"}} },
 		"a node chosen":  func(pod *corev1.Pod) { pod.Spec.NodeName = "control-plane" },
 		"a token":        func(pod *corev1.Pod) { pod.Spec.AutomountServiceAccountToken = nil },
@@ -224,11 +251,20 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 		pod := p.desiredPod(ns.Name, "image-store")
 		change(pod)
 		err := createEventually(ctx, pod) // the policy is enforced a moment after it is made
-		if !refusedByPolicy(err) {
-			t.Errorf("%s: not refused by the export-pods policy: %v", what, err)
+		policy := "export-pods"
+		if what == "another image" || what == "another claim" {
+			policy = "export-pod-image" // the ConfigMap's
+		}
+		if !refusedByPolicy(err, policy) {
+			t.Errorf("%s: not refused by the %s policy: %v", what, policy, err)
 		}
 	}
 
+	pinned := p.desiredPod(ns.Name, "image-store")
+	pinned.Spec.Containers[0].Image += "@sha256:" + strings.Repeat("0", 64)
+	if err := asShim.Create(ctx, pinned); err != nil {
+		t.Errorf("an export pod whose image a policy engine pinned to its digest: %v", err)
+	}
 	pod := p.desiredPod(ns.Name, "image-store")
 	if err := asShim.Create(ctx, pod); err != nil {
 		t.Fatalf("the shim's own export pod: %v", err)
@@ -241,14 +277,15 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 	if err := k8sClient.Create(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	if err := asShim.Delete(ctx, other); !refusedByPolicy(err) {
+	if err := asShim.Delete(ctx, other); !refusedByPolicy(err, "export-pods") {
 		t.Errorf("the shim deleted a pod that is not an export pod (%v)", err)
 	}
 }
 
-func refusedByPolicy(err error) bool {
-	return apierrors.IsForbidden(err) && (strings.Contains(err.Error(), "export-pods.tasks.imageimport.io") ||
-		strings.Contains(err.Error(), "export-pod-image.tasks.imageimport.io"))
+// refusedByPolicy says whether err is a refusal by the named policy of
+// config/policy/export_pods.yaml, not by API validation or another one.
+func refusedByPolicy(err error, policy string) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+policy+".tasks.imageimport.io'")
 }
 
 // createEventually creates pod as the shim until the API server refuses
@@ -266,5 +303,49 @@ func createEventually(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("deleting %s: %w", try.Name, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWithoutItsConfigMapTheShimStartsNoExportPod: the image and claims
+// are the ConfigMap's; without it no export pod starts (fail closed), and
+// the cluster's other pods are not refused with it.
+func TestWithoutItsConfigMapTheShimStartsNoExportPod(t *testing.T) {
+	ctx := context.Background()
+	ns, _, p, _ := newExport(t, time.Second)
+	params := &corev1.ConfigMap{}
+	key := client.ObjectKey{Namespace: "image-import-system", Name: "image-import-export-pods"}
+	if err := k8sClient.Get(ctx, key, params); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8sClient.Delete(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		params.ResourceVersion, params.UID = "", ""
+		if err := k8sClient.Create(ctx, params); err != nil {
+			t.Fatal(err)
+		}
+		// Until the policy sees it again, for the tests after this one.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			pod := p.desiredPod(ns.Name, "image-store")
+			err := asShim.Create(ctx, pod)
+			if err == nil {
+				k8sClient.Delete(ctx, pod)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the export pod is still refused with the ConfigMap back: %v", err)
+			}
+		}
+	})
+
+	err := createEventually(ctx, p.desiredPod(ns.Name, "image-store"))
+	if err == nil || !strings.Contains(err.Error(), "export-pod-image.tasks.imageimport.io") {
+		t.Errorf("an export pod without the ConfigMap: not refused by the policy: %v", err)
+	}
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "app"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
+	if err := k8sClient.Create(ctx, other); err != nil {
+		t.Errorf("another pod is refused without the shim's ConfigMap: %v", err)
 	}
 }
