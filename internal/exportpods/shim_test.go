@@ -195,10 +195,13 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 			pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet",
 				Name: "coredns-5d78c9869d", UID: "6f1c1d42-7b0e-4bde-9a57-0c1e5e8f2a11", Controller: ptr.To(true)}}
 		},
-		"a finalizer":       func(pod *corev1.Pod) { pod.Finalizers = []string{"example.com/hold"} },
-		"restarted always":  func(pod *corev1.Pod) { pod.Spec.RestartPolicy = corev1.RestartPolicyAlways },
-		"no deadline":       func(pod *corev1.Pod) { pod.Spec.ActiveDeadlineSeconds = nil },
-		"a long grace":      func(pod *corev1.Pod) { pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](1 << 20) },
+		"a finalizer":      func(pod *corev1.Pod) { pod.Finalizers = []string{"example.com/hold"} },
+		"restarted always": func(pod *corev1.Pod) { pod.Spec.RestartPolicy = corev1.RestartPolicyAlways },
+		"no deadline":      func(pod *corev1.Pod) { pod.Spec.ActiveDeadlineSeconds = nil },
+		"a long grace":     func(pod *corev1.Pod) { pod.Spec.TerminationGracePeriodSeconds = ptr.To[int64](1 << 20) },
+		"a resource claim": func(pod *corev1.Pod) {
+			pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimName: ptr.To("gpu")}}
+		},
 		"a scheduling gate": func(pod *corev1.Pod) { pod.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "hold"}} },
 		"64 CPUs":           func(pod *corev1.Pod) { container(pod).Resources.Limits[corev1.ResourceCPU] = resource.MustParse("64") },
 		"256Gi": func(pod *corev1.Pod) {
