@@ -152,10 +152,21 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 			sidecar.Name, sidecar.Ports = "sidecar", nil
 			pod.Spec.Containers = append(pod.Spec.Containers, sidecar)
 		},
-		"a root container": func(pod *corev1.Pod) {
-			sc := container(pod).SecurityContext
-			sc.RunAsNonRoot, sc.RunAsUser = ptr.To(false), ptr.To[int64](0)
+		"a container as root":          func(pod *corev1.Pod) { container(pod).SecurityContext.RunAsUser = ptr.To[int64](0) },
+		"a container that may be root": func(pod *corev1.Pod) { container(pod).SecurityContext.RunAsNonRoot = ptr.To(false) },
+		"pod-level resources": func(pod *corev1.Pod) {
+			big := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("256Gi")}
+			pod.Spec.Resources = &corev1.ResourceRequirements{Requests: big, Limits: big}
 		},
+		"the pod without AppArmor": func(pod *corev1.Pod) {
+			pod.Spec.SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+		},
+		"a container without AppArmor": func(pod *corev1.Pod) {
+			container(pod).SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+		},
+		"another annotation":                       func(pod *corev1.Pod) { pod.Annotations["k8s.v1.cni.cncf.io/networks"] = "kube-system/host" },
+		"no replica label":                         func(pod *corev1.Pod) { delete(pod.Labels, labelFor) },
+		"an image that extends the configured one": func(pod *corev1.Pod) { container(pod).Image += "x" },
 		"unconfined": func(pod *corev1.Pod) {
 			container(pod).SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
 		},
@@ -255,7 +266,7 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 		change(pod)
 		err := createEventually(ctx, pod) // the policy is enforced a moment after it is made
 		policy := "export-pods"
-		if what == "another image" || what == "another claim" {
+		if what == "another image" || what == "another claim" || what == "an image that extends the configured one" {
 			policy = "export-pod-image" // the ConfigMap's
 		}
 		if !refusedByPolicy(err, policy) {
@@ -346,9 +357,11 @@ func TestWithoutItsConfigMapTheShimStartsNoExportPod(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "export-pod-image.tasks.imageimport.io") {
 		t.Errorf("an export pod without the ConfigMap: not refused by the policy: %v", err)
 	}
-	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "app"},
+	// Another app may be named image-export too; the replica label is ours.
+	other := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "app",
+		Labels: map[string]string{labelName: name}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}
 	if err := k8sClient.Create(ctx, other); err != nil {
-		t.Errorf("another pod is refused without the shim's ConfigMap: %v", err)
+		t.Errorf("another app's pod is refused without the shim's ConfigMap: %v", err)
 	}
 }
