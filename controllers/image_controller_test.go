@@ -659,7 +659,7 @@ func TestAFailedCleanupIsToldOnceWhenTheCacheLags(t *testing.T) {
 func TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	r, clk, img, job, run := unmarkable(t, "unmarked", apierrors.NewForbidden(batchv1.Resource("jobs"), "x", io.ErrUnexpectedEOF))
+	r, clk, img, job, run := cleanupOnFakeClock(t, "unmarked", apierrors.NewForbidden(batchv1.Resource("jobs"), "x", io.ErrUnexpectedEOF))
 	w := &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
 	_, res, err := r.runCleanupJob(ctx, w, run)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -678,7 +678,7 @@ func TestAFailedCleanupIsReplacedWhenItsFailureCannotBeMarked(t *testing.T) {
 func TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	r, clk, img, job, run := unmarkable(t, "busy", apierrors.NewTooManyRequests("busy", 1))
+	r, clk, img, job, run := cleanupOnFakeClock(t, "busy", apierrors.NewTooManyRequests("busy", 1))
 	w := &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
 	_, _, err := r.runCleanupJob(ctx, w, run)
 	g.Expect(apierrors.IsTooManyRequests(err)).To(BeTrue(), "a retry: %v", err)
@@ -689,7 +689,7 @@ func TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), "the pause is over: the next Job goes on")
 	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue())
 
-	r, _, img, _, run = unmarkable(t, "busy-then-not", apierrors.NewTooManyRequests("busy", 1))
+	r, _, img, _, run = cleanupOnFakeClock(t, "busy-then-not", apierrors.NewTooManyRequests("busy", 1))
 	reg := prometheus.NewRegistry()
 	r.Metrics = NewMetrics(reg, k8sClient) // counts these reconciles only
 	w = &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
@@ -702,9 +702,10 @@ func TestAFailedCleanupIsToldWhenItsMarkFailsForAWhile(t *testing.T) {
 	g.Expect(gatheredFrom(reg, "imageimport_image_cleanup_failures_total", nil)).To(Equal(1.0))
 }
 
-// unmarkable is failedCleanup with a reconciler of its own on a fake
-// clock, with a 30 s pause, whose patches of Jobs fail with err.
-func unmarkable(t *testing.T, name string, refusal error) (*ImageReconciler, *clocktesting.FakeClock, *tasksv1.Image, *batchv1.Job, cleanupRun) {
+// cleanupOnFakeClock is failedCleanup with a reconciler of its own on a
+// fake clock, with a 30 s pause; its patches of Jobs fail with
+// markRefusal, if not nil.
+func cleanupOnFakeClock(t *testing.T, name string, markRefusal error) (*ImageReconciler, *clocktesting.FakeClock, *tasksv1.Image, *batchv1.Job, cleanupRun) {
 	t.Helper()
 	managed, img, job, run := failedCleanup(t, name)
 	direct, err := client.NewWithWatch(testCfg, client.Options{Scheme: testScheme})
@@ -715,14 +716,17 @@ func unmarkable(t *testing.T, name string, refusal error) (*ImageReconciler, *cl
 	r.CleanupRetry = 30 * time.Second
 	clk := clocktesting.NewFakeClock(time.Now())
 	r.Clock = clk
-	r.Client = interceptor.NewClient(direct, interceptor.Funcs{
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			if _, isJob := obj.(*batchv1.Job); isJob {
-				return refusal
-			}
-			return c.Patch(ctx, obj, patch, opts...)
-		},
-	})
+	r.Client = direct
+	if markRefusal != nil {
+		r.Client = interceptor.NewClient(direct, interceptor.Funcs{
+			Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				if _, isJob := obj.(*batchv1.Job); isJob {
+					return markRefusal
+				}
+				return c.Patch(ctx, obj, patch, opts...)
+			},
+		})
+	}
 	return &r, clk, img, job, run
 }
 
@@ -733,20 +737,9 @@ func unmarkable(t *testing.T, name string, refusal error) (*ImageReconciler, *cl
 func TestAFailedCleanupsPauseEndsWhateverItsFailuresTime(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	managed, img, job, run := failedCleanup(t, "skewed")
-	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
-		for i := range s.Conditions {
-			s.Conditions[i].LastTransitionTime = metav1.NewTime(time.Now().Add(time.Hour))
-		}
-	})
-	direct, err := client.New(testCfg, client.Options{Scheme: testScheme})
-	g.Expect(err).NotTo(HaveOccurred())
-	r := *managed
-	r.Client = direct
-	r.CleanupRetry = 30 * time.Second
-	clk := clocktesting.NewFakeClock(time.Now())
-	r.Clock = clk
-	w := &imageWrite{r: &r, before: img.DeepCopy(), img: img.DeepCopy()}
+	r, clk, img, job, run := cleanupOnFakeClock(t, "skewed", nil)
+	failedAnHourAhead(t, job)
+	w := &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
 
 	_, res, err := r.runCleanupJob(ctx, w, run)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -765,16 +758,22 @@ func TestAFailedCleanupsPauseEndsWhateverItsFailuresTime(t *testing.T) {
 
 	// Unmarked (the mark refused), the pause runs from the Failed
 	// condition: one ahead of our clock is no pause, not a pause without end.
-	r2, _, img2, job2, run2 := unmarkable(t, "skewed-unmarked", apierrors.NewForbidden(batchv1.Resource("jobs"), "x", io.ErrUnexpectedEOF))
-	patchJobStatus(t, job2, func(s *batchv1.JobStatus) {
+	r, _, img, job, run = cleanupOnFakeClock(t, "skewed-unmarked", apierrors.NewForbidden(batchv1.Resource("jobs"), "x", io.ErrUnexpectedEOF))
+	failedAnHourAhead(t, job)
+	w = &imageWrite{r: r, before: img.DeepCopy(), img: img.DeepCopy()}
+	_, _, err = r.runCleanupJob(ctx, w, run)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))).To(BeTrue())
+}
+
+// failedAnHourAhead moves the failure of job an hour ahead, as a skewed
+// clock of the Job controller would write it.
+func failedAnHourAhead(t *testing.T, job *batchv1.Job) {
+	patchJobStatus(t, job, func(s *batchv1.JobStatus) {
 		for i := range s.Conditions {
 			s.Conditions[i].LastTransitionTime = metav1.NewTime(time.Now().Add(time.Hour))
 		}
 	})
-	w2 := &imageWrite{r: r2, before: img2.DeepCopy(), img: img2.DeepCopy()}
-	_, _, err = r2.runCleanupJob(ctx, w2, run2)
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job2), &batchv1.Job{}))).To(BeTrue())
 }
 
 // TestAnImageWriteThatMeetsANewerImageIsRetriedQuietly: the task

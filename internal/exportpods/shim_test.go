@@ -264,7 +264,7 @@ func TestTheShimMakesExportPodsOnly(t *testing.T) {
 	for what, change := range refused {
 		pod := p.desiredPod(ns.Name, "image-store")
 		change(pod)
-		err := createEventually(ctx, pod) // the policy is enforced a moment after it is made
+		err := createAsShimUntil(ctx, pod, true)
 		policy := "export-pods"
 		if what == "another image" || what == "another claim" || what == "an image that extends the configured one" {
 			policy = "export-pod-image" // the ConfigMap's
@@ -302,19 +302,22 @@ func refusedByPolicy(err error, policy string) bool {
 	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+policy+".tasks.imageimport.io'")
 }
 
-// createEventually creates pod as the shim until the API server refuses
-// it, for up to 10 s; the error is nil if it never did. A pod it let
-// through is deleted.
-func createEventually(ctx context.Context, pod *corev1.Pod) error {
+// createAsShimUntil creates pod as the shim until the API server refuses
+// it (refused) or admits it (!refused), for up to 10 s: a policy, its
+// ConfigMap and a binding take effect a moment after they change. It
+// returns the last answer; a pod let through is deleted.
+func createAsShimUntil(ctx context.Context, pod *corev1.Pod, refused bool) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		try := pod.DeepCopy()
 		err := asShim.Create(ctx, try)
-		if err != nil || time.Now().After(deadline) {
-			return err
+		if err == nil {
+			if err := k8sClient.Delete(ctx, try); err != nil {
+				return fmt.Errorf("deleting %s: %w", try.Name, err)
+			}
 		}
-		if err := k8sClient.Delete(ctx, try); err != nil {
-			return fmt.Errorf("deleting %s: %w", try.Name, err)
+		if (err != nil) == refused || time.Now().After(deadline) {
+			return err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -340,20 +343,12 @@ func TestWithoutItsConfigMapTheShimStartsNoExportPod(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Until the policy sees it again, for the tests after this one.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			pod := p.desiredPod(ns.Name, "image-store")
-			err := asShim.Create(ctx, pod)
-			if err == nil {
-				k8sClient.Delete(ctx, pod)
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the export pod is still refused with the ConfigMap back: %v", err)
-			}
+		if err := createAsShimUntil(ctx, p.desiredPod(ns.Name, "image-store"), false); err != nil {
+			t.Fatalf("the export pod is still refused with the ConfigMap back: %v", err)
 		}
 	})
 
-	err := createEventually(ctx, p.desiredPod(ns.Name, "image-store"))
+	err := createAsShimUntil(ctx, p.desiredPod(ns.Name, "image-store"), true)
 	if err == nil || !strings.Contains(err.Error(), "export-pod-image.tasks.imageimport.io") {
 		t.Errorf("an export pod without the ConfigMap: not refused by the policy: %v", err)
 	}
